@@ -1,0 +1,30 @@
+# Two entry points: `make demo` (the main job) and `make test`. Both create
+# .venv if it is missing and install the package with everything it needs.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: demo test install bench clean
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+
+$(STAMP): $(PY) pyproject.toml
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $(STAMP)
+
+install: $(STAMP)
+
+demo: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m jaxeit.cli demo
+
+test: $(STAMP)
+	MPLBACKEND=Agg $(PY) -m pytest -n 2 -q
+
+bench: $(STAMP)
+	MPLBACKEND=Agg $(PY) benchmarks/forward.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache

@@ -1,0 +1,220 @@
+"""The differentiable EIT forward model F(σ, z) → voltages.
+
+Units: σ in S per unit length (S/m for meshes in metres), contact impedance z
+in Ω·(unit length)² per unit depth, i.e. Ω·m² for a 2D model in metres (the
+usual CEM z); currents as in the protocol (A, or mA giving mV·... consistently
+scaled voltages). All FEM arrays are float64.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..mesh import Mesh
+from ..protocol import Protocol
+from .assembly import Discretization, discretize
+from .solvers import linear_solve, resolve_backend
+
+__all__ = ["ForwardModel"]
+
+
+# -- pure functions of (discretization, σ, z) ------------------------------------
+
+def _matrix_values(disc: Discretization, sigma, z):
+    """(nnz,) values of A(σ, z)."""
+    stiff = (sigma[:, None, None] * disc.ke).reshape(-1) * disc.stiff_mask
+    contrib = [stiff]
+    slots = [disc.stiff_slot]
+    if disc.cem_unit.shape[0]:
+        z = jnp.broadcast_to(z, (disc.n_electrodes,))
+        contrib.append(disc.cem_unit / z[disc.cem_electrode])
+        slots.append(disc.cem_slot)
+    if disc.const_value.shape[0]:
+        contrib.append(disc.const_value.astype(stiff.dtype))
+        slots.append(disc.const_slot)
+    return jax.ops.segment_sum(jnp.concatenate(contrib), jnp.concatenate(slots),
+                               num_segments=disc.nnz)
+
+
+def _electrode_fields(disc: Discretization, sigma, z, backend: str, cg_tol: float):
+    """(n, L) solutions for a unit current into each electrode (CEM ground / point reference)."""
+    values = _matrix_values(disc, sigma, z)
+    rhs = jnp.asarray(disc.electrode_rhs, values.dtype)
+    return linear_solve(values, disc.rows, disc.cols, rhs, n=disc.n_unknowns, backend=backend, cg_tol=cg_tol)
+
+
+def _transfer_matrix(disc: Discretization, fields):
+    """(L, L) Z with U = Z I: electrode potentials for unit electrode currents, ground Σ U = 0."""
+    z = jnp.asarray(disc.electrode_rhs).T @ fields
+    if disc.electrode_model == "point":
+        z = z - jnp.mean(z, axis=0, keepdims=True)
+    return z
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
+def _potentials(disc, sigma, z, backend, cg_tol):
+    fields = _electrode_fields(disc, sigma, z, backend, cg_tol)
+    return disc.currents @ _transfer_matrix(disc, fields).T
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
+def _voltages(disc, sigma, z, backend, cg_tol):
+    u = _potentials(disc, sigma, z, backend, cg_tol)
+    return jnp.sum(disc.meas_weights * u[disc.meas_pattern], axis=1)
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
+def _jacobian(disc, sigma, z, backend, cg_tol):
+    """(M, E) dV/dσ by the adjoint (reciprocity) formula −∫_e ∇u_p·∇ũ_m."""
+    fields = _electrode_fields(disc, sigma, z, backend, cg_tol)
+    phi = fields[: disc.n_nodes][disc.triangles]  # (E, 3, L) unit-current fields at element nodes
+    # Q_e[l, k] = ∫_e ∇φ_l·∇φ_k for the unit-current fields; dv_m/dσ_e = −W_m Q_e I_p(m)ᵀ
+    q = jnp.einsum("eil,eik->elk", phi, jnp.einsum("eij,ejk->eik", disc.ke, phi))
+    h = jnp.einsum("elk,pk->ple", q, disc.currents)  # (P, L, E)
+    weights = disc.meas_grouped  # (P, max measurements per pattern, L), zero rows pad
+    if disc.electrode_model == "point":
+        # potentials are centred (Σ U = 0): v = W(I − 11ᵀ/L)U
+        weights = weights - jnp.mean(weights, axis=2, keepdims=True)
+    jac = jnp.einsum("pml,ple->pme", weights, h)  # batched matmul per pattern
+    return -jac.reshape(-1, jac.shape[-1])[disc.meas_slot]
+
+
+@functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
+def _nodal_potentials(disc, sigma, z, backend, cg_tol):
+    fields = _electrode_fields(disc, sigma, z, backend, cg_tol)
+    u = disc.currents @ fields[: disc.n_nodes].T  # (P, N)
+    if disc.electrode_model == "point":
+        raw = jnp.asarray(disc.electrode_rhs).T @ fields  # (L, L) uncentred electrode potentials
+        u = u - (disc.currents @ jnp.mean(raw, axis=0))[:, None]  # same ground as the electrodes
+    return u
+
+
+# -- the user-facing class --------------------------------------------------------
+
+def _is_concrete(x) -> bool:
+    return not isinstance(x, jax.core.Tracer)
+
+
+class ForwardModel:
+    """Forward model of EIT on a mesh with a protocol.
+
+    Args:
+        mesh: :class:`jaxeit.mesh.Mesh`; for the CEM it must have electrode edges.
+        protocol: :class:`jaxeit.protocol.Protocol` with ``mesh.n_electrodes`` electrodes.
+        contact_impedance: z, scalar or (L,) per electrode (CEM only). Default 0.01.
+        electrode_model: ``"cem"`` (complete electrode model) or ``"point"``
+            (pyEIT's model: current at the electrode nodes, reference node grounded).
+        solver: ``"auto"``, ``"dense"``, ``"scipy"`` or ``"cg"``; see
+            :mod:`jaxeit.forward.solvers`.
+        cg_tol: relative residual tolerance of the ``"cg"`` backend.
+
+    Every method takes ``sigma`` as (E,) float64 element conductivities, or
+    (B, E) for a batch (solved with ``vmap``), and an optional
+    ``contact_impedance`` overriding the model's (for differentiating in z).
+    Methods are jit-compiled, differentiable in ``sigma`` and
+    ``contact_impedance`` by ``jax.grad``/``jax.vjp``/``jax.jacfwd``, and
+    ``vmap``-able. The model is a pytree (its arrays are leaves), so it can be
+    an argument of a user's jitted function.
+    """
+
+    def __init__(self, mesh: Mesh, protocol: Protocol, *, contact_impedance=0.01,
+                 electrode_model: str = "cem", solver: str = "auto", cg_tol: float = 1e-12,
+                 _disc: Discretization | None = None):
+        self.mesh = mesh
+        self.protocol = protocol
+        self.electrode_model = electrode_model
+        disc = _disc if _disc is not None else discretize(mesh, protocol, electrode_model)
+        self.disc = jax.tree.map(jnp.asarray, disc)  # on the device once, not at every call
+        self.solver = resolve_backend(solver, self.disc.n_unknowns)
+        self.cg_tol = float(cg_tol)
+        self.contact_impedance = self._check_z(contact_impedance)
+
+    # pytree: arrays are leaves, everything else is static
+    def tree_flatten(self):
+        return (self.disc, self.contact_impedance), (self.mesh, self.protocol, self.electrode_model,
+                                                     self.solver, self.cg_tol)
+
+    @classmethod
+    def tree_unflatten(cls, aux, children):
+        obj = object.__new__(cls)
+        obj.mesh, obj.protocol, obj.electrode_model, obj.solver, obj.cg_tol = aux
+        obj.disc, obj.contact_impedance = children
+        return obj
+
+    # -- sizes ------------------------------------------------------------------------
+    @property
+    def n_elements(self) -> int:
+        return self.mesh.n_elements
+
+    @property
+    def n_measurements(self) -> int:
+        return self.protocol.n_measurements
+
+    def __repr__(self):
+        return (f"ForwardModel({self.mesh!r}, {self.protocol!r}, electrode_model={self.electrode_model!r}, "
+                f"solver={self.solver!r})")
+
+    # -- input checks -------------------------------------------------------------------
+    def _check_sigma(self, sigma):
+        sigma = jnp.asarray(sigma, dtype=jnp.float64)
+        if sigma.ndim not in (1, 2) or sigma.shape[-1] != self.n_elements:
+            raise ValueError(f"sigma must have shape ({self.n_elements},) (one conductivity per element) "
+                             f"or (batch, {self.n_elements}); got {tuple(sigma.shape)}")
+        if _is_concrete(sigma):
+            s = np.asarray(sigma)
+            if not np.all(np.isfinite(s)):
+                raise ValueError(f"sigma contains {int((~np.isfinite(s)).sum())} NaN/inf values")
+            if np.any(s <= 0):
+                raise ValueError(f"sigma must be positive (min {s.min():.3g}); parameterise as "
+                                 "exp(log_sigma) or clip to a small positive floor")
+        return sigma
+
+    def _check_z(self, z):
+        z = jnp.asarray(z, dtype=jnp.float64)
+        n_el = self.mesh.n_electrodes
+        if z.shape not in ((), (n_el,)):
+            raise ValueError(f"contact_impedance must be a scalar or shape ({n_el},), got {tuple(z.shape)}")
+        if _is_concrete(z):
+            zz = np.asarray(z)
+            if not np.all(np.isfinite(zz)) or np.any(zz <= 0):
+                raise ValueError("contact_impedance must be positive and finite")
+        return z
+
+    def _call(self, fn, sigma, contact_impedance):
+        sigma = self._check_sigma(sigma)
+        z = self.contact_impedance if contact_impedance is None else self._check_z(contact_impedance)
+        f = functools.partial(fn, backend=self.solver, cg_tol=self.cg_tol)
+        if sigma.ndim == 2:
+            return jax.vmap(f, in_axes=(None, 0, None))(self.disc, sigma, z)
+        return f(self.disc, sigma, z)
+
+    # -- physics ------------------------------------------------------------------------
+    def electrode_potentials(self, sigma, contact_impedance=None):
+        """(P, L) float64 electrode potentials U per pattern; each row sums to zero (ground)."""
+        return self._call(_potentials, sigma, contact_impedance)
+
+    def voltages(self, sigma, contact_impedance=None):
+        """(M,) float64 measurements of the protocol, stacked pattern by pattern."""
+        return self._call(_voltages, sigma, contact_impedance)
+
+    def jacobian(self, sigma, contact_impedance=None):
+        """(M, E) float64 dV/dσ per element, by the adjoint method (one factorisation, L solves)."""
+        return self._call(_jacobian, sigma, contact_impedance)
+
+    def potentials(self, sigma, contact_impedance=None):
+        """(P, N) float64 nodal potentials per pattern, in the same ground as the electrode potentials."""
+        return self._call(_nodal_potentials, sigma, contact_impedance)
+
+    def with_protocol(self, protocol: Protocol) -> "ForwardModel":
+        """The same mesh and settings with another protocol (e.g. a measurement subset)."""
+        disc = discretize(self.mesh, protocol, self.electrode_model)
+        return ForwardModel(self.mesh, protocol, contact_impedance=self.contact_impedance,
+                            electrode_model=self.electrode_model, solver=self.solver, cg_tol=self.cg_tol,
+                            _disc=disc)
+
+
+jax.tree_util.register_pytree_node(ForwardModel, ForwardModel.tree_flatten, ForwardModel.tree_unflatten)

@@ -1,0 +1,36 @@
+"""Small file utilities: atomic writes (nothing half-written is left after a crash)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from pathlib import Path
+
+__all__ = ["atomic_write_text", "atomic_path"]
+
+
+@contextlib.contextmanager
+def atomic_path(path, suffix: str | None = None):
+    """Yield a temporary path beside ``path``; on success it replaces ``path`` atomically.
+
+    ``suffix`` defaults to the target's own suffix, so writers that choose the
+    format from the file name (matplotlib, numpy) behave the same.
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
+    os.close(fd)
+    try:
+        yield Path(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def atomic_write_text(path, text: str) -> Path:
+    """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text)
+    return Path(path)

@@ -1,0 +1,518 @@
+"""Triangular meshes with electrodes, and their generators.
+
+A :class:`Mesh` holds P1 triangles (counter-clockwise), the boundary edges
+covered by each electrode (for the complete electrode model) and one node per
+electrode (for the point-electrode model of pyEIT). It is immutable and hashes
+by identity, and it is registered as a pytree with no leaves, so it can be
+passed through ``jax.jit`` as a static argument.
+
+Generators (:func:`disk`, :func:`ellipse`, :func:`thorax`) use gmsh. Electrode
+ends are mesh vertices and the mesh is refined towards them, where the CEM
+current density is singular.
+
+Lengths are in the caller's units (metres for the real tanks, the unit radius
+for the studies of the papers); coordinates are float64.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Callable
+
+import jax
+import numpy as np
+
+__all__ = [
+    "Mesh",
+    "disk",
+    "ellipse",
+    "thorax",
+    "from_outline",
+    "from_pyeit",
+    "from_meshio",
+]
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Mesh:
+    """A 2D triangular mesh with electrodes.
+
+    Attributes:
+        nodes: (N, 2) float64 node coordinates.
+        triangles: (E, 3) int32 node indices, counter-clockwise.
+        electrode_edges: (K, 2) int32 node pairs of the boundary edges under
+            the electrodes (empty for point-electrode meshes).
+        edge_electrode: (K,) int32 electrode index (0-based) of each edge.
+        electrode_nodes: (L,) int32 one node per electrode: the node nearest to
+            the electrode centre; used by the point-electrode model.
+        ref_node: int node grounded by the point-electrode model (pyEIT's
+            ``ref_node``); not an electrode node.
+
+    Construct through the generators, :meth:`from_arrays`, :func:`from_pyeit`
+    or :func:`from_meshio`. The constructor validates and raises
+    ``ValueError`` for inverted or degenerate triangles.
+    """
+
+    nodes: np.ndarray
+    triangles: np.ndarray
+    electrode_edges: np.ndarray
+    edge_electrode: np.ndarray
+    electrode_nodes: np.ndarray
+    ref_node: int = 0
+
+    def __post_init__(self):
+        nodes = np.ascontiguousarray(self.nodes, dtype=np.float64)
+        tri = np.ascontiguousarray(self.triangles, dtype=np.int32)
+        edges = np.ascontiguousarray(self.electrode_edges, dtype=np.int32).reshape(-1, 2)
+        edge_el = np.ascontiguousarray(self.edge_electrode, dtype=np.int32).reshape(-1)
+        el_nodes = np.ascontiguousarray(self.electrode_nodes, dtype=np.int32).reshape(-1)
+        for name, value in [("nodes", nodes), ("triangles", tri), ("electrode_edges", edges),
+                            ("edge_electrode", edge_el), ("electrode_nodes", el_nodes)]:
+            value.setflags(write=False)
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "ref_node", int(self.ref_node))
+        self._validate()
+
+    # -- validation -----------------------------------------------------------------
+    def _validate(self):
+        n = len(self.nodes)
+        if self.nodes.ndim != 2 or self.nodes.shape[1] != 2:
+            raise ValueError(f"nodes must have shape (N, 2), got {self.nodes.shape}")
+        if not np.all(np.isfinite(self.nodes)):
+            raise ValueError("nodes contain NaN or inf coordinates")
+        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
+            raise ValueError(f"triangles must have shape (E, 3), got {self.triangles.shape}")
+        if self.triangles.min() < 0 or self.triangles.max() >= n:
+            raise ValueError("triangles reference node indices outside [0, N)")
+        area2 = _signed_area2(self.nodes, self.triangles)
+        scale = np.mean(np.ptp(self.nodes, axis=0)) ** 2
+        bad = np.flatnonzero(area2 <= 1e-14 * scale)
+        if bad.size:
+            raise ValueError(
+                f"mesh has {bad.size} inverted or degenerate triangles (first: {bad[:5].tolist()}); "
+                "triangles must be counter-clockwise with positive area: use "
+                "Mesh.from_arrays(..., orient=True) to reorient, or remesh"
+            )
+        if len(self.edge_electrode) != len(self.electrode_edges):
+            raise ValueError("edge_electrode must have one entry per electrode edge")
+        n_el = len(self.electrode_nodes)
+        if n_el == 0:
+            raise ValueError("a mesh needs at least one electrode")
+        if len(self.edge_electrode) and (self.edge_electrode.min() < 0 or self.edge_electrode.max() >= n_el):
+            raise ValueError("edge_electrode values must lie in [0, n_electrodes)")
+        if len(self.electrode_edges) and set(np.unique(self.edge_electrode)) != set(range(n_el)):
+            missing = sorted(set(range(n_el)) - set(np.unique(self.edge_electrode)))
+            raise ValueError(f"electrodes {missing} have no boundary edges")
+        if not 0 <= self.ref_node < n:
+            raise ValueError(f"ref_node {self.ref_node} is not a node index")
+        if self.ref_node in set(self.electrode_nodes.tolist()):
+            raise ValueError("ref_node must not be an electrode node (it is grounded)")
+
+    # -- constructors ---------------------------------------------------------------
+    @classmethod
+    def from_arrays(cls, nodes, triangles, *, electrode_edges=None, edge_electrode=None,
+                    electrode_nodes=None, ref_node=None, orient=True) -> "Mesh":
+        """Build a mesh from arrays; with ``orient=True`` clockwise triangles are flipped.
+
+        ``electrode_nodes`` defaults to the endpoint nearest each electrode's
+        mid-point; ``ref_node`` defaults to pyEIT's rule (the first node index
+        that is not an electrode node).
+        """
+        nodes = np.asarray(nodes, dtype=np.float64)[:, :2]
+        tri = np.asarray(triangles, dtype=np.int64).copy()
+        if orient:
+            flip = _signed_area2(nodes, tri) < 0
+            tri[flip] = tri[flip][:, [0, 2, 1]]
+        edges = np.zeros((0, 2), np.int32) if electrode_edges is None else np.asarray(electrode_edges)
+        edge_el = np.zeros((0,), np.int32) if edge_electrode is None else np.asarray(edge_electrode)
+        if electrode_nodes is None:
+            if len(edges) == 0:
+                raise ValueError("give electrode_edges (CEM) or electrode_nodes (point electrodes)")
+            electrode_nodes = _electrode_centre_nodes(nodes, edges, edge_el)
+        electrode_nodes = np.asarray(electrode_nodes)
+        if ref_node is None:
+            ref_node = int(np.setdiff1d(np.arange(len(electrode_nodes) + 1), electrode_nodes)[0])
+        return cls(nodes, tri, edges, edge_el, electrode_nodes, ref_node)
+
+    # -- geometry -------------------------------------------------------------------
+    @property
+    def n_nodes(self) -> int:
+        return len(self.nodes)
+
+    @property
+    def n_elements(self) -> int:
+        return len(self.triangles)
+
+    @property
+    def n_electrodes(self) -> int:
+        return len(self.electrode_nodes)
+
+    @property
+    def has_electrode_edges(self) -> bool:
+        """True when the mesh resolves electrode surfaces (needed by the CEM)."""
+        return len(self.electrode_edges) > 0
+
+    def areas(self) -> np.ndarray:
+        """(E,) float64 triangle areas."""
+        return 0.5 * _signed_area2(self.nodes, self.triangles)
+
+    def centroids(self) -> np.ndarray:
+        """(E, 2) float64 triangle centroids."""
+        return self.nodes[self.triangles].mean(axis=1)
+
+    def edges(self) -> np.ndarray:
+        """(n_edges, 2) int unique undirected edges (sorted node pairs)."""
+        e = np.sort(self.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2), axis=1)
+        return np.unique(e, axis=0)
+
+    def mean_edge_length(self) -> float:
+        """Mean length of the unique mesh edges (float, caller's units)."""
+        e = self.edges()
+        return float(np.mean(np.linalg.norm(self.nodes[e[:, 0]] - self.nodes[e[:, 1]], axis=1)))
+
+    def boundary_edges(self) -> np.ndarray:
+        """(B, 2) directed boundary edges, oriented so the domain lies on the left."""
+        e = self.triangles[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        key = np.sort(e, axis=1)
+        _, inv, counts = np.unique(key, axis=0, return_inverse=True, return_counts=True)
+        return e[counts[inv.reshape(-1)] == 1]
+
+    def boundary_loop(self) -> np.ndarray:
+        """(B,) node indices of the outer boundary, in counter-clockwise order."""
+        edges = self.boundary_edges()
+        nxt = dict(zip(edges[:, 0].tolist(), edges[:, 1].tolist()))
+        start = int(edges[0, 0])
+        loop, node = [start], nxt[start]
+        while node != start and len(loop) <= len(edges):
+            loop.append(node)
+            node = nxt[node]
+        return np.asarray(loop)
+
+    def electrode_lengths(self) -> np.ndarray:
+        """(L,) float64 length of each electrode (sum of its edge lengths)."""
+        length = np.linalg.norm(self.nodes[self.electrode_edges[:, 0]] - self.nodes[self.electrode_edges[:, 1]], axis=1)
+        return np.bincount(self.edge_electrode, weights=length, minlength=self.n_electrodes)
+
+    def electrode_centres(self) -> np.ndarray:
+        """(L, 2) float64 electrode centres (edge mid-points weighted by length), or node positions."""
+        if not self.has_electrode_edges:
+            return self.nodes[self.electrode_nodes]
+        a, b = self.nodes[self.electrode_edges[:, 0]], self.nodes[self.electrode_edges[:, 1]]
+        w = np.linalg.norm(a - b, axis=1)
+        mid = 0.5 * (a + b)
+        tot = np.bincount(self.edge_electrode, weights=w, minlength=self.n_electrodes)
+        return np.stack([np.bincount(self.edge_electrode, weights=w * mid[:, i], minlength=self.n_electrodes)
+                         for i in range(2)], axis=1) / tot[:, None]
+
+    def quality(self) -> dict:
+        """Shape-quality summary: min angle (degrees), and the radius ratio 2·r_in/r_out (1 = equilateral)."""
+        p = self.nodes[self.triangles]
+        a = np.linalg.norm(p[:, 1] - p[:, 2], axis=1)
+        b = np.linalg.norm(p[:, 2] - p[:, 0], axis=1)
+        c = np.linalg.norm(p[:, 0] - p[:, 1], axis=1)
+        area = self.areas()
+        s = 0.5 * (a + b + c)
+        ratio = 2 * (area / s) / (a * b * c / (4 * area))
+        angles = np.degrees(np.arccos(np.clip(np.stack([
+            (b**2 + c**2 - a**2) / (2 * b * c), (a**2 + c**2 - b**2) / (2 * a * c),
+            (a**2 + b**2 - c**2) / (2 * a * b)]), -1, 1)))
+        return {"min_angle_deg": float(angles.min()), "min_radius_ratio": float(ratio.min()),
+                "mean_radius_ratio": float(ratio.mean()), "n_nodes": self.n_nodes,
+                "n_elements": self.n_elements}
+
+    # -- conversion -----------------------------------------------------------------
+    def to_meshio(self):
+        """A ``meshio.Mesh`` with triangles and electrode ``line`` cells (cell data ``electrode``)."""
+        import meshio
+
+        cells = [("triangle", self.triangles)]
+        data = {"electrode": [np.full(self.n_elements, -1, np.int32)]}
+        if self.has_electrode_edges:
+            cells.append(("line", self.electrode_edges))
+            data["electrode"].append(self.edge_electrode)
+        points = np.column_stack([self.nodes, np.zeros(self.n_nodes)])
+        return meshio.Mesh(points, cells, cell_data=data,
+                           field_data={"electrode_nodes": self.electrode_nodes,
+                                       "ref_node": np.array([self.ref_node])})
+
+    def with_electrode_nodes(self, electrode_nodes, ref_node=None) -> "Mesh":
+        """The same mesh with other point-electrode nodes (e.g. pyEIT's ``el_pos``)."""
+        return Mesh.from_arrays(self.nodes, self.triangles, electrode_edges=self.electrode_edges,
+                                edge_electrode=self.edge_electrode, electrode_nodes=electrode_nodes,
+                                ref_node=ref_node, orient=False)
+
+    def __repr__(self):
+        kind = "CEM" if self.has_electrode_edges else "point"
+        return (f"Mesh(n_nodes={self.n_nodes}, n_elements={self.n_elements}, "
+                f"n_electrodes={self.n_electrodes}, electrodes={kind})")
+
+
+jax.tree_util.register_pytree_node(Mesh, lambda m: ((), m), lambda m, _: m)
+
+
+def _signed_area2(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:
+    p = nodes[tri]
+    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
+    return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+
+
+def _electrode_centre_nodes(nodes, edges, edge_el) -> np.ndarray:
+    n_el = int(edge_el.max()) + 1
+    out = np.empty(n_el, np.int64)
+    for k in range(n_el):
+        ids = np.unique(edges[edge_el == k])
+        a, b = nodes[edges[edge_el == k, 0]], nodes[edges[edge_el == k, 1]]
+        w = np.linalg.norm(a - b, axis=1)
+        centre = (w[:, None] * 0.5 * (a + b)).sum(0) / w.sum()
+        out[k] = ids[np.argmin(np.linalg.norm(nodes[ids] - centre, axis=1))]
+    return out
+
+
+def from_pyeit(node, element, el_pos, ref_node=None) -> Mesh:
+    """A point-electrode mesh from pyEIT arrays (``mesh.node``, ``mesh.element``, ``mesh.el_pos``).
+
+    ``ref_node`` defaults to pyEIT's rule (node 0, or the first index not in ``el_pos``).
+    """
+    el_pos = np.asarray(el_pos)
+    if ref_node is None:
+        ref_node = 0 if 0 not in el_pos else int(np.setdiff1d(np.arange(len(el_pos) + 1), el_pos)[0])
+    return Mesh.from_arrays(node, element, electrode_nodes=el_pos, ref_node=ref_node, orient=True)
+
+
+def from_meshio(m) -> Mesh:
+    """Inverse of :meth:`Mesh.to_meshio` (or any meshio mesh with triangles and tagged ``line`` cells).
+
+    Electrode lines are read from the ``electrode`` cell data (or ``gmsh:physical``
+    minus one). Raises ``ValueError`` if there are no triangles.
+    """
+    tri = [c.data for c in m.cells if c.type == "triangle"]
+    if not tri:
+        raise ValueError("meshio mesh has no triangle cells")
+    lines, tags = [], []
+    key = "electrode" if "electrode" in m.cell_data else ("gmsh:physical" if "gmsh:physical" in m.cell_data else None)
+    for i, c in enumerate(m.cells):
+        if c.type == "line" and key is not None:
+            tag = np.asarray(m.cell_data[key][i]).reshape(-1)
+            tag = tag if key == "electrode" else tag - 1
+            lines.append(c.data[tag >= 0])
+            tags.append(tag[tag >= 0])
+    edges = np.concatenate(lines) if lines else None
+    edge_el = np.concatenate(tags) if tags else None
+    fd = getattr(m, "field_data", {}) or {}
+    el_nodes = fd.get("electrode_nodes")
+    ref = fd.get("ref_node")
+    return Mesh.from_arrays(m.points[:, :2], np.concatenate(tri), electrode_edges=edges,
+                            edge_electrode=edge_el, electrode_nodes=el_nodes,
+                            ref_node=None if ref is None else int(np.asarray(ref).reshape(-1)[0]))
+
+
+# -----------------------------------------------------------------------------------
+# gmsh generators
+# -----------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def _gmsh_session():
+    import gmsh
+
+    started = not gmsh.isInitialized()
+    if started:
+        gmsh.initialize(interruptible=False)
+    gmsh.option.setNumber("General.Terminal", 0)
+    gmsh.option.setNumber("General.Verbosity", 0)
+    gmsh.model.add("jaxeit")
+    try:
+        yield gmsh
+    finally:
+        gmsh.model.remove()
+        if started:
+            gmsh.finalize()
+
+
+def _check_electrodes(perimeter: float, n_electrodes: int, electrode_width: float):
+    if n_electrodes < 1:
+        raise ValueError(f"n_electrodes must be >= 1, got {n_electrodes}")
+    if electrode_width <= 0:
+        raise ValueError(f"electrode_width must be positive, got {electrode_width}")
+    if n_electrodes * electrode_width >= perimeter:
+        raise ValueError(
+            f"{n_electrodes} electrodes of width {electrode_width} overlap on a boundary of length "
+            f"{perimeter:.4g}: use at most width {perimeter / n_electrodes:.4g} (leave a gap)"
+        )
+
+
+def from_outline(curve: Callable[[np.ndarray], np.ndarray], *, n_electrodes: int = 16,
+                 electrode_width: float = 0.2, h: float = 0.05, offset: float = 0.0,
+                 edge_refinement: float = 0.3, centre=(0.0, 0.0), circle_radius: float | None = None,
+                 n_samples: int = 4096) -> Mesh:
+    """Mesh the region inside a closed counter-clockwise curve, with electrodes on it.
+
+    Args:
+        curve: maps parameters ``t`` in [0, 1) (array) to points (len(t), 2),
+            counter-clockwise, ``curve(0)`` the point at polar angle 0.
+        n_electrodes: L.
+        electrode_width: electrode length measured along the boundary.
+        h: target element size away from electrode ends.
+        offset: polar angle (radians) of the centre of electrode 0; the others
+            follow counter-clockwise, equally spaced in arc length.
+        edge_refinement: element size at electrode ends as a fraction of ``h``
+            (the CEM current density is singular there); 1 disables refinement.
+        circle_radius: if given, the outline is the circle of this radius about
+            ``centre`` and its pieces are exact circle arcs.
+    """
+    t = np.linspace(0.0, 1.0, n_samples + 1)
+    pts = np.asarray(curve(t[:-1]), dtype=np.float64)
+    closed = np.vstack([pts, pts[:1]])
+    seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
+    s = np.concatenate([[0.0], np.cumsum(seg)])
+    perimeter = s[-1] if circle_radius is None else 2 * np.pi * circle_radius
+    _check_electrodes(perimeter, n_electrodes, electrode_width)
+    if circle_radius is not None:
+        s = s * perimeter / s[-1]
+
+    # arc-length position of the first electrode centre: the point at polar angle `offset`
+    ang = np.unwrap(np.arctan2(pts[:, 1] - centre[1], pts[:, 0] - centre[0]))
+    ang = ang - ang[0]
+    s0 = np.interp(offset % (2 * np.pi), np.append(ang, 2 * np.pi), s)
+    centres = s0 + perimeter * np.arange(n_electrodes) / n_electrodes
+    ends = np.stack([centres - electrode_width / 2, centres + electrode_width / 2], axis=1).reshape(-1) % perimeter
+    # breakpoints along the outline: electrode ends, plus extra points so no piece spans > a quarter turn
+    breaks = list(ends)
+    order = np.argsort(ends)
+    is_electrode_start = np.zeros(2 * n_electrodes, bool)
+    is_electrode_start[0::2] = True
+    sorted_s = ends[order]
+    kinds = []  # for each piece starting at sorted_s[i]: electrode index or -1 (gap)
+    for i, idx in enumerate(order):
+        kinds.append(idx // 2 if is_electrode_start[idx] else -1)
+    pieces = []
+    for i in range(len(sorted_s)):
+        a, b = sorted_s[i], sorted_s[(i + 1) % len(sorted_s)]
+        if b <= a:
+            b += perimeter
+        n_sub = max(1, int(math.ceil((b - a) / (perimeter / 8))))
+        for j in range(n_sub):
+            pieces.append((a + (b - a) * j / n_sub, a + (b - a) * (j + 1) / n_sub, kinds[i]))
+    del breaks
+
+    def point_at(sv):
+        sv = np.atleast_1d(sv) % perimeter
+        if circle_radius is not None:
+            th = sv / circle_radius
+            return np.column_stack([centre[0] + circle_radius * np.cos(th), centre[1] + circle_radius * np.sin(th)])
+        return np.column_stack([np.interp(sv, s, closed[:, 0]), np.interp(sv, s, closed[:, 1])])
+
+    with _gmsh_session() as gmsh:
+        geo = gmsh.model.geo
+        fine = h * min(edge_refinement, 1.0)
+        start_pts = [geo.addPoint(*point_at(a)[0], 0.0, h) for a, _, _ in pieces]
+        centre_tag = geo.addPoint(centre[0], centre[1], 0.0, h) if circle_radius is not None else None
+        curves, curve_kind = [], []
+        for i, (a, b, kind) in enumerate(pieces):
+            p0, p1 = start_pts[i], start_pts[(i + 1) % len(pieces)]
+            if circle_radius is not None:
+                c = geo.addCircleArc(p0, centre_tag, p1)
+            else:
+                n_inner = max(2, int(math.ceil((b - a) / (h / 4))))
+                inner = point_at(np.linspace(a, b, n_inner + 1)[1:-1])
+                mids = [geo.addPoint(x, y, 0.0, h) for x, y in inner]
+                c = geo.addSpline([p0, *mids, p1])
+            curves.append(c)
+            curve_kind.append(kind)
+        loop = geo.addCurveLoop(curves)
+        surface = geo.addPlaneSurface([loop])
+        geo.synchronize()
+        for k in range(n_electrodes):
+            tags = [c for c, kind in zip(curves, curve_kind) if kind == k]
+            gmsh.model.addPhysicalGroup(1, tags, tag=k + 1)
+        gmsh.model.addPhysicalGroup(2, [surface], tag=1000)
+
+        end_tags = [start_pts[i] for i, (_, _, kind) in enumerate(pieces)
+                    if kind != pieces[i - 1][2]]
+        field = gmsh.model.mesh.field
+        dist = field.add("Distance")
+        field.setNumbers(dist, "PointsList", end_tags)
+        thr = field.add("Threshold")
+        field.setNumber(thr, "InField", dist)
+        field.setNumber(thr, "SizeMin", fine)
+        field.setNumber(thr, "SizeMax", h)
+        field.setNumber(thr, "DistMin", 0.5 * fine)
+        field.setNumber(thr, "DistMax", 0.5 * fine + 4.0 * (h - fine))
+        field.setAsBackgroundMesh(thr)
+        for opt, val in [("Mesh.MeshSizeFromPoints", 0), ("Mesh.MeshSizeFromCurvature", 0),
+                         ("Mesh.MeshSizeExtendFromBoundary", 0), ("Mesh.Algorithm", 6),
+                         ("Mesh.RandomSeed", 1), ("Mesh.Optimize", 1)]:
+            gmsh.option.setNumber(opt, val)
+        gmsh.model.mesh.generate(2)
+
+        node_tags, coords, _ = gmsh.model.mesh.getNodes()
+        coords = coords.reshape(-1, 3)[:, :2]
+        index = {int(t): i for i, t in enumerate(node_tags)}
+        _, elem_nodes = gmsh.model.mesh.getElementsByType(2)
+        tri = np.array([index[int(t)] for t in elem_nodes], dtype=np.int64).reshape(-1, 3)
+        edges, edge_el = [], []
+        for k in range(n_electrodes):
+            for c in gmsh.model.getEntitiesForPhysicalGroup(1, k + 1):
+                types, _, enodes = gmsh.model.mesh.getElements(1, c)
+                for typ, en in zip(types, enodes):
+                    if typ == 1:
+                        e = np.array([index[int(t)] for t in en], dtype=np.int64).reshape(-1, 2)
+                        edges.append(e)
+                        edge_el.append(np.full(len(e), k))
+    # keep only nodes used by triangles (drops the arc centre point), renumbered compactly
+    used = np.unique(tri)
+    remap = -np.ones(len(coords), np.int64)
+    remap[used] = np.arange(len(used))
+    return Mesh.from_arrays(coords[used], remap[tri], electrode_edges=remap[np.concatenate(edges)],
+                            edge_electrode=np.concatenate(edge_el), orient=True)
+
+
+def disk(radius: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0.2, h: float = 0.05,
+         offset: float = 0.0, *, edge_refinement: float = 0.3) -> Mesh:
+    """A disk of ``radius`` centred at the origin with ``n_electrodes`` electrodes.
+
+    Electrode k is centred at polar angle ``offset + 2πk/L`` (counter-clockwise);
+    ``electrode_width`` is an arc length in the units of ``radius``; electrode
+    ends are mesh vertices, with elements of size ``edge_refinement·h`` there.
+    """
+    if radius <= 0:
+        raise ValueError(f"radius must be positive, got {radius}")
+    return from_outline(lambda t: radius * np.column_stack([np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)]),
+                        n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
+                        edge_refinement=edge_refinement, circle_radius=radius)
+
+
+def ellipse(a: float = 1.0, b: float = 0.7, n_electrodes: int = 16, electrode_width: float = 0.2,
+            h: float = 0.05, offset: float = 0.0, *, edge_refinement: float = 0.3) -> Mesh:
+    """An ellipse with semi-axes ``a`` (x) and ``b`` (y); electrodes equally spaced in arc length,
+    electrode 0 centred at polar angle ``offset``."""
+    if a <= 0 or b <= 0:
+        raise ValueError(f"semi-axes must be positive, got a={a}, b={b}")
+    return from_outline(lambda t: np.column_stack([a * np.cos(2 * np.pi * t), b * np.sin(2 * np.pi * t)]),
+                        n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
+                        edge_refinement=edge_refinement)
+
+
+def thorax_outline(t: np.ndarray, width: float = 1.0) -> np.ndarray:
+    """A smooth adult-chest-like cross-section (anterior up): (len(t), 2) points, counter-clockwise.
+
+    Laterally ``width`` (half-width), antero-posterior half-depth ~0.68·width,
+    flatter posterior side with a shallow spinal indentation.
+    """
+    th = 2 * np.pi * np.asarray(t)
+    x = np.cos(th)
+    y = 0.70 * np.sin(th)
+    back = y < 0
+    y = np.where(back, 0.62 * np.sin(th) * (1 - 0.12 * np.cos(th) ** 2), y)
+    y = y + np.where(back, 0.08 * np.exp(-(x / 0.18) ** 2), 0.0)  # spine
+    # slightly squarer shoulders: superellipse-like radial push
+    r = 1 + 0.06 * np.sin(2 * th) ** 2
+    return width * np.column_stack([x * r, y * r])
+
+
+def thorax(width: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0.15, h: float = 0.05,
+           offset: float = math.pi / 2, *, edge_refinement: float = 0.3) -> Mesh:
+    """A thorax-like outline (see :func:`thorax_outline`); electrode 0 at the sternum by default."""
+    return from_outline(lambda t: thorax_outline(t, width), n_electrodes=n_electrodes,
+                        electrode_width=electrode_width, h=h, offset=offset, edge_refinement=edge_refinement)

@@ -1,0 +1,36 @@
+"""Shared fixtures: float64 on, small meshes built once per session, data location."""
+
+import os
+from pathlib import Path
+
+import jax
+import pytest
+
+jax.config.update("jax_enable_x64", True)
+
+import jaxeit  # noqa: E402,F401
+
+
+def data_dir() -> Path:
+    """The shared real-data folder: $JAXEIT_DATA, else ../shared/data beside the repository."""
+    env = os.environ.get("JAXEIT_DATA")
+    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+
+
+@pytest.fixture(scope="session")
+def getkey():
+    """A function returning fresh PRNG keys, deterministic per test session."""
+    keys = iter(jax.random.split(jax.random.PRNGKey(0), 10_000))
+    return lambda: next(keys)
+
+
+@pytest.fixture(scope="session")
+def small_disk():
+    """Unit disk, 16 electrodes of width 0.2, coarse (a few hundred nodes)."""
+    return jaxeit.mesh.disk(h=0.15)
+
+
+@pytest.fixture(scope="session")
+def tiny_disk():
+    """A very coarse unit disk (~100 nodes) for brute-force derivative checks."""
+    return jaxeit.mesh.disk(h=0.3, n_electrodes=8, electrode_width=0.3, edge_refinement=1.0)
