@@ -29,7 +29,7 @@ from jaxeit import ForwardModel, mesh, protocol  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 
 PYEIT_H0 = {400: 0.1, 1000: 0.06, 2300: 0.04, 4000: 0.03}
-GMSH_H = {400: 0.19, 1000: 0.105, 2300: 0.065, 4000: 0.048}
+GMSH_H = {400: 0.22, 1000: 0.1, 2300: 0.05, 4000: 0.037}
 
 
 def sigmas(n_elements: int):

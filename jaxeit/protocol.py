@@ -158,8 +158,8 @@ def from_arrays(currents, measurement_pattern, *, currents_per_column: bool = Tr
         currents: (L, P) if ``currents_per_column`` (the KIT4 ``CurrentPattern``
             and KTC2023 ``Inj`` layout), else (P, L).
         measurement_pattern: K measurement weight vectors, as the columns of an
-            (L, K) array (KTC2023 ``Mpat``) or the rows of a (K, L) array (KIT4
-            ``MeasPattern``, whose row k measures U_k − U_{k−1}).
+            (L, K) array (KTC2023 ``Mpat``, KIT4 ``MeasPattern`` whose column k
+            reads U_k − U_{k+1}) or the rows of a (K, L) array.
         measurements_per_column: which of the two; inferred from the shape when
             only one dimension equals L, required when the array is square.
 

@@ -62,6 +62,8 @@ def test_from_kit4_arrays():
     from scipy.io import loadmat
 
     d = loadmat(path)
-    p = protocol.from_arrays(d["CurrentPattern"], d["MeasPattern"], measurements_per_column=False)
+    p = protocol.from_arrays(d["CurrentPattern"], d["MeasPattern"], measurements_per_column=True)
+    # column k of MeasPattern reads U_k − U_{k+1} (cyclic)
+    np.testing.assert_array_equal(p.measurements[0][:2], [1.0, -1.0])
     assert (p.n_electrodes, p.n_patterns, p.n_measurements) == (16, 79, 79 * 16)
     assert np.allclose(p.currents.sum(axis=1), 0)

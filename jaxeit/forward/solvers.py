@@ -40,7 +40,7 @@ from jax import lax
 __all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv"]
 
 BACKENDS = ("dense", "scipy", "cg")
-DENSE_MAX_UNKNOWNS_CPU = 600
+DENSE_MAX_UNKNOWNS_CPU = 400
 DENSE_MAX_UNKNOWNS_GPU = 12000
 
 
