@@ -18,6 +18,9 @@ METHODS = {
     "lm": "Levenberg–Marquardt on log σ (absolute)",
     "tv": "total variation by the primal–dual interior point method (absolute)",
     "bp": "sensitivity back-projection (difference; needs `reference`)",
+    "inr": "implicit neural representation (Fourier features + MLP), Adam (Diff-INR §3.2)",
+    "inr+tv": "INR with a total-variation regulariser on its grid rendering",
+    "diff-inr": "INR regularised by the shipped diffusion prior through score distillation (Diff-INR)",
 }
 
 
@@ -62,10 +65,23 @@ def reconstruct(model: ForwardModel, v, method: str = "gn", *, reference=None, g
         if reference is None:
             raise ValueError("back-projection is a difference method: pass reference=<reference voltages>")
         result = back_projection(model, v, reference=reference, **options)
+    elif method in ("inr", "inr+tv"):
+        from ..inr import inr_reconstruct
+
+        result = inr_reconstruct(model, v, method=method, **options)
+    elif method == "diff-inr":
+        from ..diffinr import diff_inr_reconstruct
+
+        result = diff_inr_reconstruct(model, v, **options)
     else:
         raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
     if grid is not None:
-        from ..grid import mesh_to_grid_elements
+        if "inr" in result.extras:  # a continuous representation: sample it on the requested grid
+            from ..inr import render
 
-        result.image = np.asarray(mesh_to_grid_elements(model.mesh, grid)(result.sigma))
+            result.image = render(result.extras["inr"], grid, result.extras["frame"])
+        else:
+            from ..grid import mesh_to_grid_elements
+
+            result.image = np.asarray(mesh_to_grid_elements(model.mesh, grid)(result.sigma))
     return result

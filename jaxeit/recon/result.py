@@ -22,7 +22,9 @@ class Result:
         wall_time: seconds, including compilation on a first call.
         background: the homogeneous conductivity the method started from.
         options: the settings used.
-        image: (H, W) float64 rendering on a pixel grid, when a grid was given.
+        image: (H, W) float64 rendering on a pixel grid, when a grid was given
+            (INR methods always render on their own grid, NaN outside the domain).
+        extras: method-specific objects (e.g. the fitted INR and its frame).
     """
 
     sigma: np.ndarray
@@ -33,6 +35,7 @@ class Result:
     background: float = float("nan")
     options: dict = dataclasses.field(default_factory=dict)
     image: np.ndarray | None = None
+    extras: dict = dataclasses.field(default_factory=dict, repr=False)
 
     def __repr__(self):
         res = self.history.get("residual") or [float("nan")]
