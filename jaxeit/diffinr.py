@@ -73,12 +73,16 @@ class SDSRegularizer:
         return t, eps, x_t, eps_hat[0]
 
     def normalise(self, image):
-        """Relative image (n, n) → prior units, outside filled with the background, ends stop-gradient."""
-        from .priors.shapes import fill_outside, normalize
+        """Relative image (n, n) → prior units. Outside the mask: the median inside (the prior's
+        padding rule); the padding value and the min/max ends are held fixed (stop-gradient), so
+        the gradient reaches the inside pixels only, as 2/(hi − lo)·∂L/∂x."""
+        from .priors.shapes import normalize
 
-        filled = fill_outside(image, self.mask)
-        lo = jax.lax.stop_gradient(jnp.min(jnp.where(self.mask, filled, jnp.inf)))
-        hi = jax.lax.stop_gradient(jnp.max(jnp.where(self.mask, filled, -jnp.inf)))
+        inside = jnp.where(self.mask, image, jnp.nan)
+        fill = jax.lax.stop_gradient(jnp.nanmedian(inside))
+        filled = jnp.where(self.mask, image, fill)
+        lo = jax.lax.stop_gradient(jnp.min(jnp.where(self.mask, image, jnp.inf)))
+        hi = jax.lax.stop_gradient(jnp.max(jnp.where(self.mask, image, -jnp.inf)))
         x, _, _ = normalize(filled, self.mask, lo=lo, hi=hi)
         return x.astype(jnp.float32)
 
@@ -113,9 +117,11 @@ def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: floa
     from .inr.fit import INRConfig, fit_inr
     from .inr.model import domain_frame
     from .inr.regularizers import total_variation
-    from .priors import load_pretrained
 
-    prior = load_pretrained() if prior is None else prior
+    if prior is None:
+        from .priors import load_pretrained
+
+        prior = load_pretrained()
     n = prior.image_size
     cfg = INRConfig(**{"grid_size": n, **config})
     if cfg.grid_size != n:
