@@ -67,7 +67,7 @@ def main(argv=None):
     sizes = list(PYEIT_H0)[:2] if args.quick else list(PYEIT_H0)
     repeats = 2 if args.quick else args.repeats
     on_cpu = jax.default_backend() == "cpu"
-    solvers = ["dense", "scipy", "cg"]
+    solvers = ["dense", "banded", "scipy", "cg"]
     try:
         import pyeit.mesh as pm
     except ImportError:
@@ -108,7 +108,7 @@ def main(argv=None):
     text += markdown_table(["nodes", "elements", *[f"{s} fwd" for s in solvers], *[f"{s} jac" for s in solvers]],
                            rows_cem)
     text += ("\n\n`solver=\"auto\"` uses dense Cholesky up to "
-             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns on a CPU and the sparse scipy backend above; "
+             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns on a CPU and the banded (pure-XLA block Cholesky) backend above; "
              f"on a GPU dense up to {jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_GPU} and CG above.\n")
     name = "forward.md" if on_cpu else f"forward_{dev.platform}.md"
     path = args.out or RESULTS / name

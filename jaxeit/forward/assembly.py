@@ -25,6 +25,7 @@ import numpy as np
 
 from ..mesh import Mesh
 from ..protocol import Protocol
+from .banded import BandedStructure, banded_structure
 
 __all__ = ["Discretization", "discretize", "unit_stiffness"]
 
@@ -54,7 +55,8 @@ class Discretization:
         currents (P, L), meas_weights (M, L), meas_pattern (M,) from the protocol;
         meas_grouped (P, K, L) the measurement vectors grouped by pattern (K the
         most of any pattern, zero-padded) and meas_slot (M,) the row of each
-        measurement in meas_grouped.reshape(P·K, L), for a batched Jacobian.
+        measurement in meas_grouped.reshape(P·K, L), for a batched Jacobian;
+        banded: the block structure used by the ``"banded"`` solver.
     Static: n_nodes, n_unknowns, n_electrodes, electrode_model.
     """
 
@@ -75,6 +77,7 @@ class Discretization:
     meas_pattern: np.ndarray
     meas_grouped: np.ndarray
     meas_slot: np.ndarray
+    banded: BandedStructure
     n_nodes: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_unknowns: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_electrodes: int = dataclasses.field(metadata=dict(static=True), default=0)
@@ -195,6 +198,7 @@ def discretize(mesh: Mesh, protocol: Protocol, electrode_model: str = "cem") -> 
         rows=(keys // n_unknowns).astype(np.int32), cols=(keys % n_unknowns).astype(np.int32),
         electrode_rhs=rhs, currents=protocol.currents, meas_weights=protocol.measurements,
         meas_pattern=protocol.pattern, meas_grouped=meas_grouped,
-        meas_slot=meas_slot, n_nodes=n, n_unknowns=n_unknowns, n_electrodes=n_el,
+        meas_slot=meas_slot,
+        banded=banded_structure(keys // n_unknowns, keys % n_unknowns, n, n_unknowns), n_nodes=n, n_unknowns=n_unknowns, n_electrodes=n_el,
         electrode_model=electrode_model,
     )

@@ -44,7 +44,8 @@ def _electrode_fields(disc: Discretization, sigma, z, backend: str, cg_tol: floa
     """(n, L) solutions for a unit current into each electrode (CEM ground / point reference)."""
     values = _matrix_values(disc, sigma, z)
     rhs = jnp.asarray(disc.electrode_rhs, values.dtype)
-    return linear_solve(values, disc.rows, disc.cols, rhs, n=disc.n_unknowns, backend=backend, cg_tol=cg_tol)
+    return linear_solve(values, disc.rows, disc.cols, rhs, n=disc.n_unknowns, backend=backend, cg_tol=cg_tol,
+                        banded=disc.banded)
 
 
 def _transfer_matrix(disc: Discretization, fields):
@@ -108,7 +109,7 @@ class ForwardModel:
         contact_impedance: z, scalar or (L,) per electrode (CEM only). Default 0.01.
         electrode_model: ``"cem"`` (complete electrode model) or ``"point"``
             (pyEIT's model: current at the electrode nodes, reference node grounded).
-        solver: ``"auto"``, ``"dense"``, ``"scipy"`` or ``"cg"``; see
+        solver: ``"auto"``, ``"dense"``, ``"banded"``, ``"scipy"`` or ``"cg"``; see
             :mod:`jaxeit.forward.solvers`.
         cg_tol: relative residual tolerance of the ``"cg"`` backend.
 

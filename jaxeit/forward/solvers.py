@@ -11,18 +11,24 @@ Backends (all float64):
 
 ``"dense"``  dense Cholesky (``jnp.linalg.cholesky``); pure XLA, fast on a GPU
              and for small meshes; O(n³) so slow on a CPU beyond ~2k unknowns.
+``"banded"`` block-tridiagonal Cholesky after reverse Cuthill–McKee ordering,
+             electrode unknowns by a Schur complement (:mod:`.banded`); pure
+             XLA, O(n·w²) for bandwidth w; the CPU default.
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
              on the host through ``jax.pure_callback``; the factor of the last
              few matrices is cached (keyed by the matrix bytes), so the adjoint
-             solve of a gradient reuses it. Fast on a CPU; on a GPU it moves
-             data to the host.
+             solve of a gradient reuses it. On a GPU it moves data to the host.
+             Caution: with jax 0.10 a Python callback receives jax Arrays, and
+             on machines with very few cores the XLA CPU runtime can deadlock
+             when the callback reads them while other work is queued (a known
+             JAX limitation); the pure-XLA backends never call back.
 ``"cg"``     Jacobi-preconditioned conjugate gradients in pure JAX (per-column
              step sizes); matrix-free, memory O(nnz), any device; iterative, so
              accurate to ``cg_tol``.
 
 ``"auto"`` picks ``"dense"`` on accelerators up to ``DENSE_MAX_UNKNOWNS_GPU``
-unknowns and ``"cg"`` above; on a CPU ``"dense"`` below
-``DENSE_MAX_UNKNOWNS_CPU`` and ``"scipy"`` above (crossovers measured by
+unknowns and ``"cg"`` above; on a CPU ``"dense"`` up to
+``DENSE_MAX_UNKNOWNS_CPU`` and ``"banded"`` above (crossovers measured by
 ``benchmarks/forward.py``).
 """
 
@@ -37,9 +43,11 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
+from .banded import banded_factor, banded_solve
+
 __all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv"]
 
-BACKENDS = ("dense", "scipy", "cg")
+BACKENDS = ("dense", "banded", "scipy", "cg")
 DENSE_MAX_UNKNOWNS_CPU = 400
 DENSE_MAX_UNKNOWNS_GPU = 12000
 
@@ -48,7 +56,7 @@ def resolve_backend(solver: str, n_unknowns: int) -> str:
     """The backend name that ``solver`` (a backend or ``"auto"``) means for this size and device."""
     if solver == "auto":
         if jax.default_backend() == "cpu":
-            return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_CPU else "scipy"
+            return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_CPU else "banded"
         return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_GPU else "cg"
     if solver not in BACKENDS:
         raise ValueError(f"solver must be 'auto' or one of {BACKENDS}, got {solver!r}")
@@ -199,7 +207,7 @@ def _cg_solve(values, rows, cols, b, n, tol, maxiter):
 # -- the differentiable solve -------------------------------------------------------
 
 def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float = 1e-12,
-                 cg_maxiter: int | None = None):
+                 cg_maxiter: int | None = None, banded=None):
     """Solve A x = b for the SPD matrix with ``values`` at (``rows``, ``cols``).
 
     Args:
@@ -208,6 +216,8 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
         b: (n,) or (n, k) float64 right-hand side(s) (differentiable).
         n: number of unknowns.
         backend: one of :data:`BACKENDS` (already resolved, not ``"auto"``).
+        banded: the :class:`~jaxeit.forward.banded.BandedStructure` of the pattern
+            (needed by the ``"banded"`` backend).
 
     Returns:
         x with the shape of ``b``, float64.
@@ -216,6 +226,11 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
     if backend == "dense":
         chol = _dense_factor(fixed, rows, cols, n)
         solve = lambda _, r: _dense_solve(chol, r)  # noqa: E731
+    elif backend == "banded":
+        if banded is None:
+            raise ValueError("the banded backend needs the pattern's BandedStructure")
+        factor = banded_factor(fixed, banded)
+        solve = lambda _, r: banded_solve(factor, r, banded)  # noqa: E731
     elif backend == "scipy":
         solve = lambda _, r: _scipy_solve(fixed, rows, cols, r, n)  # noqa: E731
     elif backend == "cg":
