@@ -49,9 +49,15 @@ def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0) ->
     mask = np.hypot(*np.meshgrid(g.x, g.y)) < radius
     truth = np.asarray(phantoms.on_grid(phantom, g))
     images, rows = {}, []
+    from .priors import DEFAULT_PRIOR, available_priors
+
     methods = [("one-step GN", "one-step", {}), ("GN", "gn", {}), ("TV", "tv", {}),
-               ("INR+TV", "inr+tv", {"iterations": 300 if quick else 600}),
-               ("Diff-INR", "diff-inr", {"iterations": 300 if quick else 600})]
+               ("INR+TV", "inr+tv", {"iterations": 300 if quick else 600})]
+    if DEFAULT_PRIOR in available_priors():
+        methods.append(("Diff-INR", "diff-inr", {"iterations": 300 if quick else 600}))
+    else:
+        print(f"note: the diffusion prior '{DEFAULT_PRIOR}' is not shipped in this install: Diff-INR is "
+              "skipped (train it with `jaxeit train-prior`)")
     for name, method, opts in methods:
         t0 = time.perf_counter()
         res = reconstruct(inv, v, method, grid=g, **opts)

@@ -36,7 +36,7 @@ class SDSRegularizer:
 
     Args:
         prior: a loaded diffusion prior (``jaxeit.priors.load_pretrained()``): it gives
-            ``graphdef``/``params`` (or an ``apply(params, x, t) -> (eps, v)``),
+            ``params``, ``network(params, x, t) -> (eps, v)`` (pure, jitted),
             ``alphas_cumprod`` (T,) and ``image_size``.
         mask: (n, n) bool domain mask on the prior's grid.
         t_range: (t_min, t_max) inclusive, integer steps; ignored if ``fixed_t``.
@@ -58,7 +58,8 @@ class SDSRegularizer:
         self.params = prior.params
         self.alphas_cumprod = jnp.asarray(prior.alphas_cumprod, jnp.float32)
         self.mask = jnp.asarray(mask)
-        self.apply = prior.apply_fn  # (params, x, t) -> (eps, v); static
+        # the pure network function (params, x (B, n, n), t (B,)) -> (ε̂, v); static under jit
+        self.apply = getattr(prior, "network", None) or prior.apply_fn
         self.t_range = (int(t_min), int(t_max))
         self.weighting = weighting
 

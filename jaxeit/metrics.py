@@ -9,7 +9,10 @@ Conventions shared by all functions:
 * ``mask`` is an optional boolean domain mask broadcastable to
   ``(..., H, W)`` (typically ``(H, W)``, e.g. the disk inside a square pixel
   grid). Only pixels where ``mask`` is True enter a metric; ``None`` means the
-  whole image.
+  whole image. Outside the mask the reconstruction is replaced by the
+  reference (and a non-finite reference by 0), so windowed metrics (SSIM) see
+  no artificial edge at the domain boundary whatever a method puts outside
+  its domain (0, NaN, or an extrapolation).
 * Computations use the floating dtype obtained by promoting the inputs with a
   Python float (integer/bool images become the default float dtype; float32
   stays float32). Results have that dtype.
@@ -72,6 +75,8 @@ def _prepare(x, ref, mask):
         mask = jnp.ones(x.shape, dtype=bool)
     else:
         mask = jnp.broadcast_to(jnp.asarray(mask, dtype=bool), x.shape)
+        ref = jnp.where(mask | jnp.isfinite(ref), ref, 0.0)
+        x = jnp.where(mask, x, ref)  # outside the domain: no difference, no edge
     return x, ref, mask
 
 

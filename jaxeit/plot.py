@@ -206,8 +206,10 @@ def compare(images: Mapping[str, np.ndarray], truth=None, metrics: MetricSpec | 
         if fns and name != "truth":
             x, ref = arr, arrays["truth"]
             if mask_arr is not None and arr.ndim == 2:
-                # fill values outside the domain (often NaN) must not reach windowed metrics (SSIM)
-                x, ref = np.where(mask_arr, x, 0.0), np.where(mask_arr, ref, 0.0)
+                # outside the domain the reconstruction takes the reference's values (as jaxeit.metrics
+                # does with a mask), so fill values (0, NaN) never reach windowed metrics (SSIM)
+                ref = np.where(mask_arr | np.isfinite(ref), ref, 0.0)
+                x = np.where(mask_arr, x, ref)
             vals = {}
             for mname, fn in fns.items():
                 named = not isinstance(metrics, Mapping) and arr.ndim == 2

@@ -18,7 +18,7 @@ class TinyPrior:
         cfg = UNetConfig(image_size=size, base_channels=8, channel_mult=(1, 2), attention_resolutions=(8,),
                          num_heads=2, num_groups=4)
         graphdef, self.params = init_params(cfg, jax.random.PRNGKey(0))
-        self.apply_fn = make_apply(graphdef)
+        self.network = make_apply(graphdef)
         self.image_size = size
         self.alphas_cumprod = cosine_alphas_cumprod(1000)
 
