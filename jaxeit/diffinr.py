@@ -106,7 +106,7 @@ class SDSRegularizer:
         return obj
 
 
-def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: float = 1e-3, tv_weight: float = 0.0,
+def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: float = 3e-3, tv_weight: float = 0.0,
                          t_range=(50, 400), fixed_t: int | None = None, weighting: str = "constant",
                          key=None, progress: bool = False, **config) -> Result:
     """``reconstruct(model, v, "diff-inr", ...)``: INR + λ_sds·SDS (+ λ_tv·TV) in one jitted step.
