@@ -1,0 +1,396 @@
+"""Simulate paired EIT data sets: conductivity, image, noisy voltages, Gauss–Newton image.
+
+:func:`simulate` writes a data set of :class:`~jaxeit.data.SimulationConfig`
+into a folder (layout: :mod:`jaxeit.data.store`) and returns its path. It is
+
+* **deterministic per sample**: sample ``i`` is drawn from
+  ``fold_in(PRNGKey(seed), i)`` (split into a phantom key and a noise key), so
+  any shard can be regenerated alone and gives the same samples;
+* **batched**: a chunk of ``chunk_size`` samples is one jitted call (phantoms
+  by ``vmap``, element averages, pixel averages, a ``vmap``-ed forward solve,
+  noise, the linearised GN as one matrix product, rendering); the last chunk of
+  a shard is padded so every chunk runs the same compiled program;
+* **resumable**: complete, verified shards (sidecar present, SHA-256 and
+  index range match) are skipped; anything else is (re)written;
+* **atomic**: every file goes to a temporary name and is moved into place.
+
+:class:`Simulator` exposes the per-chunk computation for tests and notebooks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime
+import functools
+import hashlib
+import importlib.metadata
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .. import phantoms
+from ..forward import ForwardModel
+from ..grid import Grid, domain_mask, elements_to_nodes, mesh_to_grid_elements, mesh_to_grid_nodes
+from ..io_utils import atomic_path, atomic_write_text
+from ..mesh import Mesh, disk, from_pyeit
+from ..noise import add_noise
+from ..protocol import adjacent
+from . import store
+from .config import SimulationConfig
+from .gn import LinearGN, apply_step
+
+__all__ = ["PAPER_VALUES", "Simulator", "make_mesh", "simulate", "default_name", "sample_keys"]
+
+#: Conductivity sets of the paper (§4.1): circle k of a phantom gets value k ("fixed").
+PAPER_VALUES = {2: (0.5, 1.5), 4: (0.01, 0.1, 0.5, 1.5)}
+
+SNR_DEFINITION = ("per sample, white Gaussian noise n with std ||v||_2/sqrt(M) * 10^(-SNR/20) on each of the "
+                  "M measurements, so that SNR = 20 log10(||v||/||n||) in expectation (of the squared norms); "
+                  "jaxeit.noise.add_noise")
+
+
+# -----------------------------------------------------------------------------------
+# Geometry
+# -----------------------------------------------------------------------------------
+
+def _have_pyeit() -> bool:
+    try:
+        import pyeit.mesh  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
+    """The forward (and GN) mesh of ``config`` and a JSON-able description of it."""
+    kind = config.mesh
+    if kind == "auto":
+        kind = "pyeit" if (config.electrode_model == "point" and _have_pyeit()) else "disk"
+    if kind == "pyeit":
+        if not _have_pyeit():
+            raise ValueError("mesh='pyeit' needs the pyeit package (pip install pyeit), or use mesh='disk'")
+        import pyeit.mesh
+
+        m = pyeit.mesh.create(config.n_electrodes, h0=config.h0)
+        mesh = from_pyeit(m.node, m.element, m.el_pos)
+        source = f"pyeit.mesh.create({config.n_electrodes}, h0={config.h0}) -> jaxeit.mesh.from_pyeit"
+    else:
+        mesh = disk(n_electrodes=config.n_electrodes, electrode_width=config.electrode_width, h=config.h0)
+        source = (f"jaxeit.mesh.disk(n_electrodes={config.n_electrodes}, "
+                  f"electrode_width={config.electrode_width}, h={config.h0})")
+    digest = hashlib.sha256(np.ascontiguousarray(mesh.nodes).tobytes()
+                            + np.ascontiguousarray(mesh.triangles).tobytes()).hexdigest()
+    info = {"source": source, "kind": kind, "n_nodes": mesh.n_nodes, "n_elements": mesh.n_elements,
+            "n_electrodes": mesh.n_electrodes, "ref_node": mesh.ref_node, "sha256": digest}
+    return mesh, info
+
+
+def sample_keys(seed: int, indices) -> jax.Array:
+    """(B, 2) uint32 keys ``fold_in(PRNGKey(seed), i)`` of the samples ``indices``."""
+    base = jax.random.PRNGKey(int(seed))
+    idx = jnp.asarray(np.asarray(indices, np.int64).astype(np.uint32))
+    return jax.vmap(lambda i: jax.random.fold_in(base, i))(idx)
+
+
+# -----------------------------------------------------------------------------------
+# The per-chunk computation
+# -----------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Simulator:
+    """Everything needed to compute samples of a config (build with :meth:`build`).
+
+    Attributes:
+        config: the :class:`SimulationConfig`.
+        mesh, mesh_info: the forward mesh and its description.
+        model: the :class:`~jaxeit.ForwardModel` (float64).
+        gn: the :class:`~jaxeit.data.gn.LinearGN` operator.
+        grid: the image :class:`~jaxeit.grid.Grid` over [-1, 1]².
+        mask: (H, W) bool, pixel centre inside the mesh.
+    """
+
+    config: SimulationConfig
+    mesh: Mesh
+    mesh_info: dict
+    model: ForwardModel
+    gn: LinearGN
+    grid: Grid
+    mask: np.ndarray
+    _render: object
+    _fn: object
+
+    @classmethod
+    def build(cls, config: SimulationConfig) -> "Simulator":
+        """Mesh, forward model, GN operator, grid and the jitted chunk function of ``config``.
+
+        Everything but the sizes and the seed is cached (the last few physics /
+        geometry configurations), so rebuilding, e.g. to resume, reuses the
+        compiled code.
+        """
+        parts = _static_parts(_static_key(config))
+        return cls(config, *parts)
+
+    def render(self, sigma) -> np.ndarray:
+        """(..., E) element values → (..., H, W) float32 image (``gn_render`` interpolation)."""
+        return np.asarray(self._render(jnp.asarray(sigma, jnp.float64)), np.float32)
+
+    def __call__(self, indices) -> dict[str, np.ndarray]:
+        """Samples ``indices`` (any 1-D ints ≥ 0) as a dict of numpy arrays (see :mod:`.store`)."""
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if indices.size == 0:
+            raise ValueError("no sample indices given")
+        if indices.min() < 0 or indices.max() >= 2**32:
+            raise ValueError("sample indices must lie in [0, 2**32)")
+        c = self.config.chunk_size
+        out = {}
+        for lo in range(0, len(indices), c):
+            part = indices[lo: lo + c]
+            padded = np.concatenate([part, np.full(c - len(part), part[-1])])  # same shapes every call
+            res = self._fn(self.model, jnp.asarray(self.gn.h), jnp.asarray(self.gn.v_bg),
+                           jnp.asarray(self.mask), sample_keys(self.config.seed, padded))
+            res = {k: np.asarray(v)[: len(part)] for k, v in res.items()}
+            for k, v in res.items():
+                out.setdefault(k, []).append(v)
+        out = {k: np.concatenate(v) for k, v in out.items()}
+        if self.config.gn_method == "iterative":
+            out["gn_sigma"] = self.gn.iterative(out["voltages"], iterations=self.config.gn_iterations)
+        out["gn_image"] = self.render(out["gn_sigma"])
+        out["index"] = indices
+        out["image"] = out["image"].astype(np.float32)
+        return out
+
+
+def _static_key(config: SimulationConfig) -> SimulationConfig:
+    """``config`` with the fields that do not change the compiled computation normalised (sizes, seed,
+    file options, the iterative GN's settings): the cache key of :func:`_static_parts`."""
+    return config.replace(n_train=1, n_val=0, n_test=0, shard_size=config.chunk_size, seed=0, compress=False,
+                          gn_method="linear", gn_iterations=1)
+
+
+@functools.lru_cache(maxsize=4)
+def _static_parts(config: SimulationConfig):
+    mesh, info = make_mesh(config)
+    prot = adjacent(config.n_electrodes)
+    model = ForwardModel(mesh, prot, electrode_model=config.electrode_model,
+                         contact_impedance=config.contact_impedance)
+    gn = LinearGN.build(model, background=config.background, param=config.gn_param, prior=config.gn_prior,
+                        alpha=config.gn_alpha, p=config.gn_p)
+    grid = Grid.square(1.0, config.image_size)
+    mask = domain_mask(grid, mesh)
+    mask.setflags(write=False)
+    fill = float(config.exterior_value)
+    if config.gn_render == "nodes":
+        to_nodes = elements_to_nodes(mesh)
+        to_grid = mesh_to_grid_nodes(mesh, grid, fill=fill)
+        render = jax.jit(lambda s, a=to_nodes, b=to_grid: b(a(s)))
+    else:
+        op = mesh_to_grid_elements(mesh, grid, fill=fill)
+        render = jax.jit(lambda s, a=op: a(s))
+    return mesh, info, model, gn, grid, mask, render, _make_chunk_fn(config, mesh, grid)
+
+
+def _make_chunk_fn(config: SimulationConfig, mesh: Mesh, grid: Grid):
+    """The jitted ``fn(model, h, v_bg, mask, keys) -> dict`` of one chunk."""
+    n_circles = config.n_circles
+    value_set = PAPER_VALUES[n_circles]
+    fixed = config.circle_values == "fixed"
+    exterior = float(config.exterior_value)
+
+    def one_phantom(key):
+        k_ph, k_noise = jax.random.split(key)
+        ph = phantoms.random_circles(k_ph, n_circles, values=value_set, background=config.background)
+        return ph, k_noise
+
+    @jax.jit
+    def fn(model, h, v_bg, mask, keys):
+        ph, k_noise = jax.vmap(one_phantom)(keys)
+        circ = ph.shapes[0]
+        if fixed:
+            vals = jnp.broadcast_to(jnp.asarray(value_set, circ.value.dtype), circ.value.shape)
+            circ = phantoms.Circles(circ.centre, circ.radius, vals)
+            ph = phantoms.Phantom(ph.background, (circ,))
+        sigma = phantoms.on_mesh(ph, mesh, samples=config.mesh_samples)
+        image = phantoms.on_grid(ph, grid, supersample=config.image_supersample)
+        image = jnp.where(mask, image, exterior)
+        v_clean = model.voltages(sigma)
+        v = jax.vmap(lambda vi, ki: add_noise(vi, config.snr_db, ki))(v_clean, k_noise)
+        gn_sigma = apply_step(h, v_bg, v, config.background, config.gn_param)
+        return {"sigma": sigma, "v_clean": v_clean, "voltages": v, "image": image, "gn_sigma": gn_sigma,
+                "centres": circ.centre, "radii": circ.radius, "values": circ.value}
+
+    return fn
+
+
+# -----------------------------------------------------------------------------------
+# Writing a data set
+# -----------------------------------------------------------------------------------
+
+def default_name(config: SimulationConfig) -> str:
+    """A folder name such as ``circles2_40dB_point_128px_seed0``."""
+    return (f"circles{config.n_circles}_{config.snr_db:g}dB_{config.electrode_model}_"
+            f"{config.image_size}px_seed{config.seed}")
+
+
+def _versions() -> dict:
+    out = {"python": platform.python_version()}
+    for pkg in ("jaxeit", "jax", "jaxlib", "numpy", "scipy", "pyeit"):
+        try:
+            out[pkg] = importlib.metadata.version(pkg)
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return out
+
+
+def _metadata(config: SimulationConfig, sim: Simulator, status: str, extra: dict | None = None) -> dict:
+    prot = sim.model.protocol
+    meta = {
+        "format": "jaxeit.data/1",
+        "status": status,
+        "config": config.to_dict(),
+        "mesh": sim.mesh_info,
+        "electrode_model": config.electrode_model,
+        "protocol": {"kind": "adjacent (pyEIT std parser: dist_exc=1, step_meas=1, driven electrodes excluded)",
+                     "n_electrodes": prot.n_electrodes, "n_patterns": prot.n_patterns,
+                     "n_measurements": prot.n_measurements, "current_amplitude": 1.0},
+        "snr": {"snr_db": config.snr_db, "definition": SNR_DEFINITION},
+        "phantoms": {"generator": "jaxeit.phantoms.random_circles", "n_circles": config.n_circles,
+                     "values": list(PAPER_VALUES[config.n_circles]), "assignment": config.circle_values,
+                     "background": config.background},
+        "image": {"size": config.image_size, "box": [-1.0, 1.0, -1.0, 1.0],
+                  "convention": "image[i, j] at (x[j], y[i]); row index = y (imshow origin='lower')",
+                  "truth": f"pixel averages of the phantom ({config.image_supersample}^2 sub-pixels)",
+                  "exterior_value": config.exterior_value, "n_domain_pixels": int(sim.mask.sum())},
+        "gn": dict(sim.gn.describe(), method=config.gn_method, render=config.gn_render,
+                   iterations=config.gn_iterations if config.gn_method == "iterative" else 1),
+        "seed": {"seed": config.seed, "rule": "sample i uses fold_in(PRNGKey(seed), i), split into "
+                 "(phantom key, noise key)"},
+        "splits": {name: list(r) for name, r in config.splits.items()},
+        "shards": {name: [list(s) for s in config.shards(name)] for name in config.splits},
+        "versions": _versions(),
+    }
+    meta.update(extra or {})
+    return meta
+
+
+def _write_geometry(root: Path, sim: Simulator) -> None:
+    m = sim.mesh
+    with atomic_path(root / "geometry.npz") as tmp:
+        np.savez(tmp, nodes=m.nodes, triangles=m.triangles, electrode_nodes=m.electrode_nodes,
+                 electrode_edges=m.electrode_edges, edge_electrode=m.edge_electrode,
+                 ref_node=np.asarray(m.ref_node), grid_box=np.asarray(sim.grid.extent),
+                 grid_size=np.asarray(sim.grid.shape), mask=sim.mask)
+        os.chmod(tmp, 0o644)
+
+
+def _write_shard(path, arrays, *, start, stop, compress):
+    """Indirection so tests can interrupt a run between shards."""
+    return store.write_shard(path, arrays, start=start, stop=stop, compress=compress)
+
+
+def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overwrite: bool = False,
+             log=print) -> Path:
+    """Generate (or finish) the data set of ``config`` in ``out``; returns the folder.
+
+    Args:
+        config: the data set's :class:`SimulationConfig`.
+        out: the folder (default ``out/data/<default_name(config)>``).
+        progress: show a tqdm bar.
+        overwrite: if ``out`` holds a data set of another config, replace it
+            (its shard files are deleted) instead of raising.
+        log: one-line messages (``None`` for silence).
+
+    Returns:
+        The data set folder; ``metadata.json`` then has ``status: "complete"``
+        and ``throughput`` (samples/s of this run, excluding compilation).
+
+    Raises:
+        ValueError: if ``out`` holds a data set of a different config (or mesh)
+            and ``overwrite`` is False.
+    """
+    from tqdm.auto import tqdm
+
+    log = log or (lambda *a, **k: None)
+    root = Path(out) if out is not None else Path("out") / "data" / default_name(config)
+    root.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    sim = Simulator.build(config)
+    meta_path = root / "metadata.json"
+    old = {}
+    if meta_path.exists():
+        old = json.loads(meta_path.read_text())
+        same = old.get("config") == config.to_dict() and old.get("mesh", {}).get("sha256") == sim.mesh_info["sha256"]
+        if not same:
+            if not overwrite:
+                raise ValueError(f"{root} holds a data set with a different config or mesh; choose another "
+                                 "folder or pass overwrite=True (--overwrite)")
+            for split in ("train", "val", "test"):
+                for f in sorted((root / split).glob("shard_*.*")) if (root / split).exists() else []:
+                    f.unlink()
+            log(f"[simulate] overwriting the data set in {root}")
+    atomic_write_text(meta_path, json.dumps(_metadata(config, sim, "incomplete"), indent=1))
+    _write_geometry(root, sim)
+    t_setup = time.perf_counter() - t_start
+
+    for split in ("train", "val", "test"):   # temporary files of an interrupted writer
+        for f in (root / split).glob(".shard_*") if (root / split).exists() else []:
+            f.unlink()
+    todo, done = [], 0
+    for split in ("train", "val", "test"):
+        for k, (start, stop) in enumerate(config.shards(split)):
+            if store.verify_shard(store.shard_path(root, split, k), start, stop):
+                done += stop - start
+            else:
+                todo.append((split, k, start, stop))
+    n_todo = sum(b - a for _, _, a, b in todo)
+    log(f"[simulate] {root}: {config.n_samples} samples ({done} already complete, {n_todo} to do) on "
+        f"{sim.mesh_info['n_elements']} elements, {config.image_size}x{config.image_size} px, "
+        f"{config.snr_db:g} dB, GN {config.gn_method}/{config.gn_param}/{config.gn_prior}")
+    bar = tqdm(total=config.n_samples, initial=done, disable=not progress, unit="sample", desc="simulate",
+               dynamic_ncols=True, mininterval=2.0)
+    t_compute, n_timed, t_first = 0.0, 0, None
+    try:
+        for split, k, start, stop in todo:
+            t0 = time.perf_counter()
+            arrays = sim(np.arange(start, stop))
+            dt = time.perf_counter() - t0
+            if t_first is None:          # the first shard includes compilation
+                t_first = dt
+            else:
+                t_compute += dt
+                n_timed += stop - start
+            _write_shard(store.shard_path(root, split, k), arrays, start=start, stop=stop,
+                         compress=config.compress)
+            bar.update(stop - start)
+    finally:
+        bar.close()
+    wall = time.perf_counter() - t_start
+    throughput = {"samples_this_run": n_todo, "setup_s": round(t_setup, 3),
+                  "first_shard_s": None if t_first is None else round(t_first, 3),
+                  "samples_per_s": round(n_timed / t_compute, 2) if n_timed else None,
+                  "cpu": _cpu_model(), "devices": [str(d) for d in jax.devices()],
+                  "finished": datetime.datetime.now().isoformat(timespec="seconds")}
+    if not n_todo and old.get("throughput"):
+        throughput = old["throughput"]          # nothing generated now: keep the generating run's record
+    extra = {"throughput": throughput}
+    atomic_write_text(meta_path, json.dumps(_metadata(config, sim, "complete", extra), indent=1))
+    if n_todo:
+        rate = throughput["samples_per_s"]
+        log(f"[simulate] wrote {n_todo} samples in {wall:.1f} s" + (f" ({rate:.1f} samples/s after compilation)"
+                                                                     if rate else ""))
+    return root
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()

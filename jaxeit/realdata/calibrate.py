@@ -1,0 +1,258 @@
+"""Calibration of real tanks: background conductivity and contact impedances from empty-tank data.
+
+Units. The data files give currents in mA and voltages in V. Everything here
+works in SI: :func:`si_protocol` converts the currents to A, so with meshes in
+metres the fitted σ is in S/m and z in Ω·m² *of the 2D model*. A 2D model is
+a cylinder of unit (1 m) depth, so for a tank filled to depth d the fitted σ
+is the water's conductivity × d / (1 m) (a sheet conductance in S) and z the
+3D contact impedance / d: compare values across data sets only with that in
+mind.
+
+Fit. :func:`calibrate` minimises ‖F(σ·1, z) − v‖² over θ = (log σ, log z)
+with z a scalar or one value per electrode, by Levenberg–Marquardt with the
+Jacobian ∂F/∂θ from ``jax.jacfwd`` through the differentiable forward model
+(1 + L tangent solves sharing one factorisation). The start comes from a
+scan: for the dimensionless contact impedance ζ = zσ/w (w the electrode
+width), F(σ, z) = G(ζ)/σ with G(ζ) = F(1, ζw), so for each ζ on a log grid
+the best σ is closed-form; the best (σ, ζ) of the scan starts LM.
+
+Identifiability. z enters only through the electrodes' contact layers: once
+zσ ≪ w (the "shunt" limit) the data barely depend on z, and the fitted z is
+then an upper bound rather than a value (``Calibration.z_sensitivity``
+reports the relative change of F for a tenfold change of z).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..forward import ForwardModel
+from ..io.dataset import EITDataset
+from ..mesh import Mesh
+from ..protocol import Protocol
+
+__all__ = ["Calibration", "si_protocol", "forward_model", "calibrate", "calibrate_dataset", "fit_geometry",
+           "CURRENT_SCALE"]
+
+#: factor from a data set's current unit to A
+CURRENT_SCALE = {"A": 1.0, "mA": 1e-3, "uA": 1e-6, "µA": 1e-6}
+
+_LOG_Z_BOUNDS = (np.log(1e-10), np.log(1.0))
+
+
+def si_protocol(protocol: Protocol, current_unit: str = "mA") -> Protocol:
+    """The protocol with currents converted from ``current_unit`` to A."""
+    if current_unit not in CURRENT_SCALE:
+        raise ValueError(f"unknown current unit {current_unit!r}; expected one of {sorted(CURRENT_SCALE)}")
+    return Protocol(protocol.currents * CURRENT_SCALE[current_unit], protocol.measurements, protocol.pattern)
+
+
+def forward_model(dataset: EITDataset, mesh: Mesh, *, masked: bool = True, contact_impedance=1e-4,
+                  solver: str = "auto", protocol: Protocol | None = None) -> ForwardModel:
+    """A CEM :class:`ForwardModel` for ``dataset`` on ``mesh`` with currents in A.
+
+    With ``masked`` only the usable measurements (``dataset.mask``) are modelled,
+    in file order, matching ``dataset.voltages[dataset.mask]``. ``protocol``
+    overrides the data set's (e.g. a :func:`~jaxeit.realdata.tanks.permute_protocol`
+    result; it must have the full file's measurements).
+    """
+    proto = dataset.protocol if protocol is None else protocol
+    if proto.n_measurements != dataset.n_measurements:
+        raise ValueError("protocol must hold every measurement of the data set (mask is applied here)")
+    if mesh.n_electrodes != proto.n_electrodes:
+        raise ValueError(f"mesh has {mesh.n_electrodes} electrodes, the data {proto.n_electrodes}")
+    proto = si_protocol(proto, dataset.current_unit)
+    if masked:
+        proto = proto.subset(dataset.mask)
+    return ForwardModel(mesh, proto, contact_impedance=contact_impedance, solver=solver)
+
+
+@dataclasses.dataclass
+class Calibration:
+    """Result of :func:`calibrate`.
+
+    Attributes:
+        sigma: background conductivity (S/m of the 2D model; see module notes).
+        contact_impedance: z (Ω·m²), a float or an (L,) array.
+        residual: relative fit residual ‖F(σ, z) − v‖ / ‖v‖ (a fraction; ×100 for %).
+        per_electrode: whether z has one value per electrode.
+        n_iter: LM iterations run.
+        history: relative residual after each accepted iteration.
+        z_sensitivity: ‖F(σ, 10z) − F(σ, z)‖ / ‖F(σ, z)‖ at the optimum: a
+            small value (≲ 1e-3) means z is barely identifiable.
+        wall_time: seconds.
+    """
+
+    sigma: float
+    contact_impedance: float | np.ndarray
+    residual: float
+    per_electrode: bool
+    n_iter: int
+    history: list
+    z_sensitivity: float = float("nan")
+    wall_time: float = float("nan")
+
+    def sigma_vector(self, n_elements: int) -> np.ndarray:
+        """(E,) the homogeneous background as element conductivities."""
+        return np.full(int(n_elements), self.sigma)
+
+    def __repr__(self):
+        z = self.contact_impedance
+        zs = f"{z:.3g}" if np.ndim(z) == 0 else f"[{np.min(z):.3g} … {np.max(z):.3g}] (median {np.median(z):.3g})"
+        return (f"Calibration(sigma={self.sigma:.5g}, z={zs}, residual={100 * self.residual:.3f} %, "
+                f"per_electrode={self.per_electrode}, n_iter={self.n_iter})")
+
+
+@functools.partial(jax.jit, static_argnames=("per_electrode",))
+def _residual_jacobian(model: ForwardModel, theta, v, per_electrode: bool):
+    ones = jnp.ones(model.n_elements)
+
+    def resid(t):
+        z = jnp.exp(t[1:]) if per_electrode else jnp.exp(t[1])
+        return model.voltages(jnp.exp(t[0]) * ones, z) - v
+
+    return resid(theta), jax.jacfwd(resid)(theta)
+
+
+@jax.jit
+def _residual_at(model: ForwardModel, sigma, z, v):
+    return model.voltages(sigma * jnp.ones(model.n_elements), z) - v
+
+
+def _scan_start(model: ForwardModel, v, width: float, n_scan: int = 13):
+    """Best (σ, z) over ζ = zσ/w ∈ [1e-5, 10] (log grid) with σ in closed form."""
+    v = np.asarray(v)
+    best = None
+    for zeta in np.logspace(-5, 1, n_scan):
+        g = np.asarray(model.voltages(jnp.ones(model.n_elements), zeta * width))  # G(ζ) = F(1, ζw)
+        gv = float(g @ v)
+        if gv <= 0:
+            continue
+        inv_sigma = gv / float(g @ g)
+        res = np.linalg.norm(g * inv_sigma - v)
+        if best is None or res < best[0]:
+            best = (res, 1.0 / inv_sigma, zeta * width / (1.0 / inv_sigma))
+    if best is None:
+        raise ValueError("the voltages are anti-correlated with every homogeneous model: check the sign of the "
+                         "currents/measurements, the electrode numbering and the units")
+    return best[1], best[2]
+
+
+def calibrate(model: ForwardModel, v, *, per_electrode: bool = False, sigma0: float | None = None,
+              z0=None, max_iter: int = 40, tol: float = 1e-10, electrode_width: float | None = None) -> Calibration:
+    """Least-squares background σ and contact impedance z for homogeneous-tank voltages ``v``.
+
+    Args:
+        model: forward model of the measurements ``v`` (M,) (currents in A).
+        per_electrode: fit one z per electrode (else one z for all).
+        sigma0, z0: starting values; by default from a scan (module notes).
+            With ``per_electrode`` a scalar calibration is run first unless
+            both are given.
+        max_iter: Levenberg–Marquardt iterations.
+        tol: stop when the relative decrease of ‖r‖² is below ``tol``.
+        electrode_width: w for the scan (default: the mean electrode length of the mesh).
+
+    Returns:
+        A :class:`Calibration`.
+    """
+    t0 = time.perf_counter()
+    v = jnp.asarray(v, jnp.float64)
+    if v.shape != (model.n_measurements,):
+        raise ValueError(f"v must have shape ({model.n_measurements},), got {tuple(v.shape)}")
+    n_el = model.mesh.n_electrodes
+    if sigma0 is None or z0 is None:
+        if per_electrode:
+            scalar = calibrate(model, v, per_electrode=False, sigma0=sigma0,
+                               z0=None if z0 is None else float(np.mean(z0)), max_iter=max_iter, tol=tol,
+                               electrode_width=electrode_width)
+            s_start, z_start = scalar.sigma, scalar.contact_impedance
+        else:
+            w = electrode_width if electrode_width is not None else float(np.mean(model.mesh.electrode_lengths()))
+            s_start, z_start = _scan_start(model, v, w)
+        sigma0 = s_start if sigma0 is None else sigma0
+        z0 = z_start if z0 is None else z0
+    z0 = np.broadcast_to(np.asarray(z0, np.float64), (n_el,)) if per_electrode else float(np.mean(z0))
+    theta = jnp.concatenate([jnp.log(jnp.atleast_1d(jnp.asarray(sigma0, jnp.float64))),
+                             jnp.log(jnp.atleast_1d(jnp.asarray(z0, jnp.float64)))])
+    lo = jnp.concatenate([jnp.array([-jnp.inf]), jnp.full(theta.shape[0] - 1, _LOG_Z_BOUNDS[0])])
+    hi = jnp.concatenate([jnp.array([jnp.inf]), jnp.full(theta.shape[0] - 1, _LOG_Z_BOUNDS[1])])
+    vnorm = float(jnp.linalg.norm(v))
+    r, jac = _residual_jacobian(model, theta, v, per_electrode)
+    cost = float(r @ r)
+    mu = 1e-3
+    history = [np.sqrt(cost) / vnorm]
+    it = 0
+    for it in range(1, max_iter + 1):
+        jtj = jac.T @ jac
+        g = jac.T @ r
+        improved = False
+        for _ in range(12):
+            step = -jnp.linalg.solve(jtj + mu * jnp.diag(jnp.diag(jtj) + 1e-12 * jnp.trace(jtj)), g)
+            cand = jnp.clip(theta + step, lo, hi)
+            r_new, jac_new = _residual_jacobian(model, cand, v, per_electrode)
+            cost_new = float(r_new @ r_new)
+            if np.isfinite(cost_new) and cost_new < cost:
+                improved = True
+                break
+            mu *= 10.0
+        if not improved:
+            break
+        decrease = (cost - cost_new) / cost
+        theta, r, jac, cost = cand, r_new, jac_new, cost_new
+        mu = max(mu / 10.0, 1e-12)
+        history.append(np.sqrt(cost) / vnorm)
+        if decrease < tol:
+            break
+    sigma = float(jnp.exp(theta[0]))
+    z = np.asarray(jnp.exp(theta[1:])) if per_electrode else float(jnp.exp(theta[1]))
+    f = np.asarray(r) + np.asarray(v)
+    f10 = np.asarray(_residual_at(model, sigma, jnp.asarray(z) * 10.0, v)) + np.asarray(v)
+    sens = float(np.linalg.norm(f10 - f) / np.linalg.norm(f))
+    return Calibration(sigma=sigma, contact_impedance=z, residual=float(np.sqrt(cost) / vnorm),
+                       per_electrode=per_electrode, n_iter=it, history=history, z_sensitivity=sens,
+                       wall_time=time.perf_counter() - t0)
+
+
+def calibrate_dataset(dataset: EITDataset, mesh: Mesh, *, per_electrode: bool = False, use: str = "reference",
+                      **kw) -> Calibration:
+    """:func:`calibrate` on a data set's usable ``reference`` (or ``voltages``) with currents in A."""
+    if use not in ("reference", "voltages"):
+        raise ValueError(f"use must be 'reference' or 'voltages', got {use!r}")
+    values = dataset.reference if use == "reference" else dataset.voltages
+    if values is None:
+        raise ValueError(f"{dataset.name}: no reference voltages; pass use='voltages' for an empty-tank file")
+    model = forward_model(dataset, mesh)
+    return calibrate(model, values[dataset.mask], per_electrode=per_electrode,
+                     electrode_width=dataset.electrode_width, **kw)
+
+
+def fit_geometry(dataset: EITDataset, mesh_factory, offsets, directions=("ccw", "cw"), *,
+                 use: str = "reference", per_electrode: bool = False) -> list[dict]:
+    """Calibrate on every candidate electrode geometry and report the residuals.
+
+    Args:
+        dataset: an empty-tank data set.
+        mesh_factory: ``mesh_factory(offset=..., direction=...)`` → Mesh, e.g.
+            ``functools.partial(kit4_mesh, h=0.01)``.
+        offsets: electrode-1 angles (rad) to try.
+        directions: numbering directions to try.
+
+    Returns:
+        One dict per candidate: offset, direction, sigma, z, residual (fraction).
+        For a homogeneous circular tank all candidates fit equally well up to
+        discretisation error (module notes of :mod:`jaxeit.realdata.tanks`).
+    """
+    rows = []
+    for direction in directions:
+        for offset in offsets:
+            mesh = mesh_factory(offset=float(offset), direction=direction)
+            cal = calibrate_dataset(dataset, mesh, per_electrode=per_electrode, use=use)
+            rows.append(dict(offset=float(offset), direction=direction, sigma=cal.sigma,
+                             z=cal.contact_impedance, residual=cal.residual))
+    return rows

@@ -1,0 +1,357 @@
+"""Kuopio Tomography Challenge 2023 pipeline: reconstruct → 256×256 image → 3-class segmentation → score.
+
+Pixel grid and orientation
+--------------------------
+The truth images ``truth[i, j]`` (:func:`jaxeit.io.load_ktc_truth`) cover the
+square [−0.115, 0.115]² m circumscribing the tank with 256 × 256 pixels of
+0.23/256 m: pixel (i, j) has its centre at
+
+    x = −0.115 + (j + ½)·0.23/256,     y = +0.115 − (i + ½)·0.23/256,
+
+i.e. column index = x (left to right) and row index = −y (**row 0 at the
+top**; ``imshow(truth)`` with its default ``origin="upper"`` shows the tank
+as in the mesh frame). :data:`KTC_GRID` is the same grid in the
+:mod:`jaxeit.grid` convention (row index = +y), so a grid image becomes a
+truth-frame image by ``np.flipud`` (:func:`to_truth_frame`).
+
+Only the pair (image orientation, electrode geometry) is identifiable from
+the data (:mod:`jaxeit.realdata.tanks`): with the frame above, the
+measurements fit electrode 1 at angle π/2 (top of the image, column 128) and
+counter-clockwise numbering (electrode 9 on the left, at 180°) best, by far
+(:func:`fit_truth_geometry`; results in benchmarks/results/real_data.md).
+
+Segmentation
+------------
+* :func:`segment_otsu` — the organisers' rule: three-class Otsu thresholds of
+  the histogram (256 bins) of the reconstructed change; the most populated
+  class is water; below it resistive, above it conductive (when water is the
+  lowest class both others are conductive, when it is the highest both are
+  resistive). Used for the baseline.
+* :func:`segment` — for the nonlinear reconstructions: the contrast image
+  c = log(σ/σ_bg) is cut at ±τ with τ = ``level``·max|c| … see its docstring.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+
+import jax.numpy as jnp
+import numpy as np
+
+from ..grid import Grid, domain_mask, elements_to_nodes, grid_to_mesh, mesh_to_grid_nodes
+from ..io.dataset import EITDataset
+from ..io.ktc import KTC_RADIUS
+from ..mesh import Mesh
+from ..metrics import ktc_score
+from .calibrate import Calibration, calibrate, forward_model
+from .imaging import ImagingProblem, gn_gaussian, noise_weights, prepare, reconstruct_dataset, smoothness_prior
+
+__all__ = ["KTC_GRID", "to_truth_frame", "pixel_centres", "mesh_to_image", "truth_to_mesh", "segment_otsu",
+           "segment", "disk_mask", "smoothness_prior", "baseline_reconstruction", "fit_truth_geometry", "score",
+           "KTCResult", "reconstruct_ktc", "METHODS"]
+
+#: the truth pixel grid in the jaxeit convention (row index = +y); flipud gives the truth frame
+KTC_GRID = Grid.square(KTC_RADIUS, 256)
+KTC_SHAPE = (256, 256)
+
+
+def to_truth_frame(image) -> np.ndarray:
+    """A :data:`KTC_GRID` image (row = +y) in the truth frame (row 0 at the top): ``np.flipud``."""
+    image = np.asarray(image)
+    if image.shape[-2:] != KTC_SHAPE:
+        raise ValueError(f"image must be (..., 256, 256), got {image.shape}")
+    return image[..., ::-1, :]
+
+
+def pixel_centres() -> np.ndarray:
+    """(256, 256, 2) (x, y) in metres of the centre of truth pixel (i, j)."""
+    return to_truth_frame(np.moveaxis(KTC_GRID.centres(), -1, 0)).transpose(1, 2, 0)
+
+
+def disk_mask() -> np.ndarray:
+    """(256, 256) bool, truth frame: pixel centres inside the tank (radius 0.115 m)."""
+    p = pixel_centres()
+    return np.hypot(p[..., 0], p[..., 1]) < KTC_RADIUS
+
+
+_OPS: dict = {}
+
+
+def _image_op(mesh: Mesh):
+    key = id(mesh)
+    if key not in _OPS:
+        to_nodes = elements_to_nodes(mesh)
+        to_grid = mesh_to_grid_nodes(mesh, KTC_GRID, fill=0.0)
+        _OPS.clear()
+        _OPS[key] = (mesh, to_nodes, to_grid)
+    return _OPS[key][1:]
+
+
+def mesh_to_image(mesh: Mesh, values) -> np.ndarray:
+    """(256, 256) truth-frame image of element ``values`` (E,): area-weighted nodal average,
+    then P1 interpolation at the pixel centres; 0 outside the mesh."""
+    to_nodes, to_grid = _image_op(mesh)
+    return to_truth_frame(np.asarray(to_grid(to_nodes(jnp.asarray(values, jnp.float64)))))
+
+
+def truth_to_mesh(truth, mesh: Mesh, samples: int = 9) -> tuple[np.ndarray, np.ndarray]:
+    """Area fractions (E,), (E,) of the conductive (2) and resistive (1) classes of ``truth`` per element."""
+    truth = np.asarray(truth)
+    op = grid_to_mesh(mesh, KTC_GRID, samples=samples)
+    grid_img = to_truth_frame(truth)  # flipud is its own inverse
+    f2 = np.asarray(op(jnp.asarray((grid_img == 2).astype(float))))
+    f1 = np.asarray(op(jnp.asarray((grid_img == 1).astype(float))))
+    return f2, f1
+
+
+# -- segmentation ------------------------------------------------------------------------
+
+def _multiotsu(values, nbins: int = 256):
+    from skimage.filters import threshold_multiotsu
+
+    return threshold_multiotsu(np.asarray(values, np.float64), classes=3, nbins=nbins)
+
+
+def segment_otsu(image, mask=None) -> np.ndarray:
+    """The organisers' three-class Otsu segmentation of a change image (see module notes).
+
+    Args:
+        image: (256, 256) conductivity change (positive = more conductive).
+        mask: pixels to segment (default: the tank disk); others are water.
+
+    Returns:
+        (256, 256) uint8 in {0, 1, 2}.
+    """
+    image = np.asarray(image, np.float64)
+    mask = disk_mask() if mask is None else np.asarray(mask, bool)
+    vals = image[mask]
+    out = np.zeros(image.shape, np.uint8)
+    if np.ptp(vals) == 0:
+        return out
+    t0, t1 = _multiotsu(vals)
+    classes = np.digitize(vals, [t0, t1])  # 0 low, 1 mid, 2 high
+    bg = int(np.argmax(np.bincount(classes, minlength=3)))
+    seg = np.zeros(len(vals), np.uint8)
+    if bg == 0:
+        seg[classes >= 1] = 2
+    elif bg == 1:
+        seg[classes == 0] = 1
+        seg[classes == 2] = 2
+    else:
+        seg[classes <= 1] = 1
+    out[mask] = seg
+    return out
+
+
+def segment(contrast, mask=None, *, level: float = 0.25) -> np.ndarray:
+    """Segment a log-contrast image c = log(σ/σ_bg) into water (0), resistive (1), conductive (2).
+
+    Rule: conductive where c > τ₊, resistive where c < −τ₋, with
+    τ± = max(``level``·max|c|, Otsu threshold of the histogram of ±c over
+    the pixels with ±c > 0). Each side is thresholded on its own, so an image
+    with only conductive changes gets no resistive class (three-class Otsu
+    always invents one); ``level`` is a floor relative to the image's largest
+    change (either sign) that keeps reconstruction ripples and noise out of a
+    side that has no real inclusion.
+
+    Args:
+        contrast: (256, 256) log-contrast (0 = background).
+        mask: pixels to segment (default: the tank disk).
+        level: relative floor of the thresholds (default 0.25).
+
+    Returns:
+        (256, 256) uint8 in {0, 1, 2}.
+    """
+    from skimage.filters import threshold_otsu
+
+    c = np.asarray(contrast, np.float64)
+    mask = disk_mask() if mask is None else np.asarray(mask, bool)
+    out = np.zeros(c.shape, np.uint8)
+    peak = float(np.max(np.abs(c[mask]))) if mask.any() else 0.0
+    for sign, label in ((1.0, 2), (-1.0, 1)):
+        side = sign * c
+        pos = side[mask & (side > 0)]
+        if pos.size < 2 or pos.max() <= 0:
+            continue
+        tau = level * peak
+        if np.ptp(pos) > 0:
+            tau = max(tau, float(threshold_otsu(pos, nbins=256)))
+        out[mask & (side > tau)] = label
+    return out
+
+
+# -- the organisers' smoothness prior and linearised baseline ------------------------------
+
+def baseline_reconstruction(dataset: EITDataset, mesh: Mesh, *, sigma0: float = 1e-3, z: float = 1e-3,
+                            noise=(0.05, 0.01), prior: np.ndarray | None = None) -> np.ndarray:
+    """The organisers' reference reconstruction: one linearised difference step.
+
+    Δσ = (JᵀΓ_n⁻¹J + LᵀL)⁻¹ JᵀΓ_n⁻¹ (v − v_ref) on the usable measurements, J at
+    the homogeneous σ0 with contact impedance z, Γ_n = diag(((a/100)|v_ref|)² +
+    ((b/100)·max|v_ref|)²) (their ``SetInvGamma(a, b, Uelref)``, percentages),
+    L from :func:`smoothness_prior` with their corrlength 0.115 m and variance
+    0.05². Their values (σ0 = 1, z = 1e-6, variance 0.05² with currents in mA)
+    are converted to SI: σ0 = 1e-3 S/m, z = 1e-3 Ω·m², variance (0.05e-3)².
+
+    Returns:
+        (E,) Δσ (S/m) on ``mesh``.
+    """
+    model = forward_model(dataset, mesh, contact_impedance=z)
+    m = dataset.mask
+    dv = (dataset.voltages - dataset.reference)[m]
+    vref = np.abs(dataset.reference[m])
+    a, b = noise
+    var = ((a / 100) * vref) ** 2 + ((b / 100) * vref.max()) ** 2
+    jac = np.asarray(model.jacobian(jnp.full(mesh.n_elements, sigma0)))
+    L = _prior(mesh, (0.05 * sigma0) ** 2) if prior is None else prior
+    jw = jac / var[:, None]
+    return np.linalg.solve(jac.T @ jw + L.T @ L, jw.T @ dv)
+
+
+_PRIORS: dict = {}
+
+
+def _prior(mesh: Mesh, variance: float) -> np.ndarray:
+    """:func:`smoothness_prior` with the organisers' correlation length, cached per mesh and variance."""
+    key = (id(mesh), float(variance))
+    if key not in _PRIORS:
+        if len(_PRIORS) > 4:
+            _PRIORS.clear()
+        _PRIORS[key] = (mesh, smoothness_prior(mesh, 0.115, variance))
+    return _PRIORS[key][1]
+
+
+# -- geometry from the truth images -----------------------------------------------------
+
+def _rotated_mesh(mesh: Mesh, offset: float, direction: str) -> Mesh:
+    """The mesh placed in the image frame: mesh point p ↦ R(offset)·p (ccw) or R(offset)·diag(1, −1)·p (cw)."""
+    c, s = math.cos(offset), math.sin(offset)
+    rot = np.array([[c, -s], [s, c]])
+    t = rot if direction == "ccw" else rot @ np.diag([1.0, -1.0])
+    return Mesh.from_arrays(mesh.nodes @ t.T, mesh.triangles, electrode_nodes=mesh.electrode_nodes, orient=True)
+
+
+def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw", "cw"), *,
+                       calibration: Calibration | None = None, iterations: int = 6) -> list[dict]:
+    """Residual of the best two-contrast truth model for every candidate electrode geometry.
+
+    ``mesh`` must have electrode k at angle 2πk/L (``ktc_mesh(offset=0, direction="ccw")``).
+    For a candidate (offset, direction) — data electrode k at offset ± 2πk/L in
+    the truth frame — each truth image is drawn on the mesh through the
+    inverse placement (:func:`truth_to_mesh` on the mesh rotated/reflected
+    into the image frame), σ = σ_bg·(1 + f₂(e^a − 1) + f₁(e^b − 1)), and the two
+    log-contrasts (a, b) are fitted by Gauss–Newton to the measured change:
+    min ‖F(σ) − F(σ_bg) − (v − v_ref)‖. Returns one dict per candidate and
+    target with the relative residual.
+    """
+    import jax
+
+    rows = []
+    ds0 = datasets[0]
+    base = forward_model(ds0, mesh)
+    cal = calibration or calibrate(base, ds0.reference[ds0.mask], electrode_width=ds0.electrode_width)
+    model = forward_model(ds0, mesh, contact_impedance=cal.contact_impedance)
+    sbg = cal.sigma
+    v0 = model.voltages(jnp.full(mesh.n_elements, sbg))
+
+    @jax.jit
+    def resid_jac(p, f2, f1, dv, active):
+        def r(p):
+            q = p * active
+            sig = sbg * (1 + f2 * (jnp.exp(q[0]) - 1) + f1 * (jnp.exp(q[1]) - 1))
+            return model.voltages(sig) - v0 - dv
+        return r(p), jax.jacfwd(r)(p) * active[None, :]
+
+    for direction in directions:
+        for offset in offsets:
+            placed = _rotated_mesh(mesh, float(offset), direction)
+            for k, (ds, truth) in enumerate(zip(datasets, truths)):
+                if not np.array_equal(ds.mask, ds0.mask):
+                    raise ValueError("all data sets must share the measurement mask")
+                f2, f1 = truth_to_mesh(truth, placed)
+                active = jnp.array([float(f2.any()), float(f1.any())])
+                dv = jnp.asarray((ds.voltages - ds.reference)[ds.mask])
+                p = jnp.array([math.log(10.0), math.log(0.1)]) * active
+                for _ in range(iterations):
+                    r, jac = resid_jac(p, f2, f1, dv, active)
+                    jtj = jac.T @ jac + 1e-9 * (jnp.trace(jac.T @ jac) + 1e-30) * jnp.eye(2)
+                    p = jnp.clip(p - jnp.linalg.solve(jtj, jac.T @ r), -6.0, 6.0) * active
+                r, _ = resid_jac(p, f2, f1, dv, active)
+                rows.append(dict(target=k, offset=float(offset), direction=direction,
+                                 residual=float(jnp.linalg.norm(r) / jnp.linalg.norm(dv)),
+                                 log_contrast_conductive=float(p[0]), log_contrast_resistive=float(p[1])))
+    return rows
+
+
+# -- pipeline ------------------------------------------------------------------------------
+
+METHODS = {
+    "baseline": "organisers' reference: linearised one-step at σ0 = 1 (their units), their Gaussian smoothness "
+                "prior and noise model, three-class Otsu",
+    "one-step": "linearised one-step difference, Laplace prior, calibrated background, KTC weights, Otsu",
+    "gn": "nonlinear difference GN on log σ, Laplace prior, calibrated background, KTC weights, Otsu",
+    "tv": "nonlinear difference TV (PD-IPM on σ), calibrated background, KTC weights, Otsu",
+    "tv-log": "nonlinear difference TV of log σ (lagged diffusivity), KTC weights, Otsu",
+    "gn-map": "nonlinear difference MAP: GN on log σ with the organisers' prior and noise model, calibrated "
+              "background, free uniform drift, Otsu",
+}
+
+
+@dataclasses.dataclass
+class KTCResult:
+    """One KTC reconstruction: element values, image, segmentation and score."""
+
+    method: str
+    level: int
+    contrast: np.ndarray  # (E,) change used for segmentation (Δσ for baseline, log σ/σ_bg otherwise)
+    image: np.ndarray  # (256, 256) truth-frame contrast image
+    segmentation: np.ndarray  # (256, 256) uint8
+    score: float
+    wall_time: float
+
+
+def score(segmentation, truth) -> float:
+    """:func:`jaxeit.metrics.ktc_score` as a float."""
+    return float(ktc_score(np.asarray(segmentation), np.asarray(truth)))
+
+
+def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, truth=None,
+                    problem: ImagingProblem | None = None, calibration: Calibration | None = None,
+                    segmentation: str = "otsu", segment_level: float = 0.25, **options) -> KTCResult:
+    """Reconstruct one KTC2023 target at its level, segment it and (with ``truth``) score it.
+
+    ``method``: a key of :data:`METHODS`. ``segmentation``: ``"otsu"``
+    (:func:`segment_otsu`, the organisers' rule, default) or ``"sided"``
+    (:func:`segment` of the image minus its median). ``problem``: a prepared
+    :class:`ImagingProblem` to reuse (its weights must suit the method).
+    ``options`` go to the reconstruction (``alpha``, ``max_iter``, …).
+    """
+    t0 = time.perf_counter()
+    if method == "baseline":
+        contrast = baseline_reconstruction(dataset, mesh, **options)
+    elif method == "gn-map":
+        if problem is None:
+            base = prepare(dataset, mesh, calibration=calibration)
+            w = noise_weights(base.dataset.reference[base.dataset.mask], 5e-4, 1e-4, normalise=False)
+            problem = prepare(dataset, mesh, calibration=base.calibration, weights=w)
+        variance = options.pop("variance", 0.05 ** 2)
+        result = gn_gaussian(problem.model, problem.difference_data(), sigma0=problem.sigma_bg,
+                             prior=_prior(mesh, variance), **options)
+        contrast = np.log(np.asarray(result.sigma) / result.background)
+    elif method in ("one-step", "gn", "tv", "tv-log"):
+        prob = problem or prepare(dataset, mesh, calibration=calibration, weights="ktc")
+        if method in ("one-step", "gn"):
+            options.setdefault("prior", "laplace")
+        result = reconstruct_dataset(prob, method=method, mode="difference", **options)
+        contrast = np.log(np.maximum(np.asarray(result.sigma), 1e-3 * prob.sigma_bg) / prob.sigma_bg)
+    else:
+        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+    image = mesh_to_image(mesh, contrast)
+    seg = segment_otsu(image) if segmentation == "otsu" else segment(image - np.median(image[disk_mask()]),
+                                                                      level=segment_level)
+    sc = float("nan") if truth is None else score(seg, truth)
+    level = int(dataset.name.rsplit("level", 1)[-1]) if "level" in dataset.name else 0
+    return KTCResult(method=method, level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
+                     wall_time=time.perf_counter() - t0)
