@@ -108,11 +108,13 @@ class SDSRegularizer:
 
 def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: float = 3e-3, tv_weight: float = 0.0,
                          t_range=(50, 400), fixed_t: int | None = None, weighting: str = "constant",
-                         key=None, progress: bool = False, **config) -> Result:
+                         key=None, progress: bool = False, background: float | None = None,
+                         **config) -> Result:
     """``reconstruct(model, v, "diff-inr", ...)``: INR + λ_sds·SDS (+ λ_tv·TV) in one jitted step.
 
     ``prior`` defaults to the shipped pretrained prior; the regulariser grid is
-    the prior's. Other keyword options are :class:`jaxeit.inr.INRConfig` fields.
+    the prior's. ``background``: σ_bg of the INR (default: the homogeneous fit
+    of ``v``). Other keyword options are :class:`jaxeit.inr.INRConfig` fields.
     """
     from .grid import Grid, domain_mask
     from .inr.fit import INRConfig, fit_inr
@@ -133,7 +135,8 @@ def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: floa
     regs = [(sds_weight, SDSRegularizer(prior, mask, t_range=t_range, fixed_t=fixed_t, weighting=weighting))]
     if tv_weight > 0:
         regs.append((tv_weight, total_variation(mask, pixel_size=2.0 / n)))
-    res = fit_inr(model, v, regularizers=regs, config=cfg, key=key, progress=progress, method="diff-inr")
+    res = fit_inr(model, v, regularizers=regs, config=cfg, key=key, background=background, progress=progress,
+                  method="diff-inr")
     res.options.update(sds_weight=sds_weight, tv_weight=tv_weight, t_range=tuple(t_range), fixed_t=fixed_t,
                        weighting=weighting)
     return res

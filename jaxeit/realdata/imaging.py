@@ -52,7 +52,9 @@ __all__ = ["ImagingProblem", "prepare", "noise_weights", "weight_protocol", "rec
 
 MODES = ("difference", "absolute")
 #: methods of :func:`reconstruct_dataset`: those of :func:`jaxeit.recon.reconstruct` plus ``"tv-log"``
-METHODS = ("one-step", "gn", "lm", "tv", "bp", "tv-log")
+METHODS = ("one-step", "gn", "lm", "tv", "bp", "tv-log", "inr", "inr+tv", "diff-inr")
+#: the INR methods start from the calibrated background through ``background`` (the others through ``sigma0``)
+INR_METHODS = ("inr", "inr+tv", "diff-inr")
 
 
 def noise_weights(v_ref, relative: float = 0.05, floor: float = 0.01, *, normalise: bool = True) -> np.ndarray:
@@ -152,7 +154,9 @@ def reconstruct_dataset(dataset: EITDataset | ImagingProblem, mesh: Mesh | None 
     Args:
         dataset: an :class:`EITDataset` (then ``mesh`` is required) or a prepared
             :class:`ImagingProblem` (reuse it across methods to calibrate once).
-        method: ``"one-step"``, ``"gn"``, ``"lm"``, ``"tv"`` or ``"bp"``.
+        method: ``"one-step"``, ``"gn"``, ``"lm"``, ``"tv"``, ``"bp"``, ``"tv-log"`` or an INR
+            method (``"inr"``, ``"inr+tv"``, ``"diff-inr"``: fitted to the weighted data, with
+            the calibrated background as the INR's background).
         mode: ``"difference"`` or ``"absolute"``.
         calibration, weights: see :func:`prepare` (ignored for a prepared problem).
         grid, **options: passed to :func:`reconstruct` (e.g. ``alpha``, ``prior``).
@@ -183,7 +187,7 @@ def reconstruct_dataset(dataset: EITDataset | ImagingProblem, mesh: Mesh | None 
             result.image = np.asarray(mesh_to_grid_elements(prob.model.mesh, grid)(result.sigma))
         result.options = {**result.options, "mode": mode}
         return result
-    options.setdefault("sigma0", prob.sigma_bg)
+    options.setdefault("background" if method in INR_METHODS else "sigma0", prob.sigma_bg)
     if mode == "difference":
         if prob.v_ref is None:
             raise ValueError(f"{prob.dataset.name}: difference imaging needs a reference; use mode='absolute'")
