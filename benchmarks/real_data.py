@@ -57,7 +57,8 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "TV of log σ": ("tv-log", dict(alpha=1e-4), (1,)),
 }
 BEST = "MAP-GN, organisers' prior + drift"
-KIT4_METHODS = {"TV (PD-IPM)": ("tv", dict(alpha=1e-4, max_iter=25)), "GN, Laplace": ("gn", dict(alpha=0.03))}
+KIT4_METHODS = {"TV (PD-IPM)": ("tv", dict(alpha=1e-4, max_iter=25)), "GN, Laplace": ("gn", dict(alpha=0.03)),
+                "INR+TV": ("inr+tv", {}), "Diff-INR": ("diff-inr", {})}
 
 
 def data_dir(arg) -> Path:
