@@ -1,4 +1,4 @@
-"""DGM study, part 1: GN, CVAE and CNF on the paper's Tests 1–3 → benchmarks/results/dgm.md.
+"""DGM study: GN, CVAE, CNF and CSD* on the paper's Tests 1–3 → benchmarks/results/dgm.md.
 
 Reproduces the layout of Tables 1–6 of the DGM comparison paper (Wang, Xu &
 Zhou; §4.3) with the paper's numbers printed beside ours:
@@ -53,7 +53,8 @@ import jax.numpy as jnp  # noqa: E402
 import jaxeit  # noqa: E402,F401  (float64 for the FEM)
 from jaxeit import metrics  # noqa: E402
 from jaxeit.data import PAPER_SPLITS, SimulationConfig, load_geometry, load_split, read_metadata, simulate  # noqa: E402
-from jaxeit.dgm import CNF, CVAE, CNFConfig, CVAEConfig, FitConfig, train_cnf, train_cvae  # noqa: E402
+from jaxeit.dgm import (CNF, CVAE, CNFConfig, CVAEConfig, FitConfig, ScoreConfig, ScoreModel, train_cnf,  # noqa: E402
+                        train_cvae, train_score)
 from jaxeit.dgm.training import history_wall_time  # noqa: E402
 
 from _common import RESULTS, machine_header  # noqa: E402
@@ -216,6 +217,35 @@ def _cnf(ctx: Context) -> Method:
     return method
 
 
+def score_config(args) -> ScoreConfig:
+    """The paper code's VE score model at 128 px; scaled-down U-Net and schedule below that."""
+    if args.size >= 128:
+        return ScoreConfig(image_size=args.size, fit=dataclasses.replace(ScoreConfig.fit, epochs=args.score_epochs))
+    return ScoreConfig(image_size=args.size, base_channels=32, channel_mult=(1, 2, 2) if args.size <= 32 else
+                       (1, 2, 2, 2), num_res_blocks=1, warmup=200,
+                       fit=FitConfig(epochs=args.score_epochs, batch_size=32, lr=1e-3, grad_clip=1.0, seed=0,
+                                     checkpoint_every=500, log_every=100))
+
+
+@register("CSD*")
+def _csd_star(ctx: Context) -> Method:
+    """Score model trained on the training images; GN image diffused to t0 and denoised (§3.3.2)."""
+    key = ("score", ctx.train_set)
+    if key not in ctx.cache:
+        wd = ctx.workdir / "models" / f"score_{ctx.train_set}"
+        config = score_config(ctx.args)
+        ctx.cache[key] = _trained(wd / "score.npz", ScoreModel, config) or train_score(
+            _train_data(ctx, ("image",))["image"], config, wd, key=jax.random.PRNGKey(0),
+            data_tag=str(ctx.data[ctx.train_set]), progress=not ctx.args.no_progress)
+    model = ctx.cache[key]
+
+    def method(batch, t0=None):
+        mean, std = model.reconstruct(batch["gn_image"], jax.random.PRNGKey(4321), t0=t0 or ctx.args.csd_t0,
+                                      n_samples=ctx.args.csd_samples, n_steps=ctx.args.csd_steps)
+        return {"image": np.where(ctx.mask, mean, 0.0).astype(np.float32), "std": np.where(ctx.mask, std, 0.0)}
+    return method
+
+
 # -----------------------------------------------------------------------------------
 # Metrics
 # -----------------------------------------------------------------------------------
@@ -331,6 +361,12 @@ def parse_args(argv=None):
     ap.add_argument("--vae-epochs", type=int, default=None, help="CVAE stage 1 epochs (default 8)")
     ap.add_argument("--mlp-epochs", type=int, default=None, help="CVAE stage 2 epochs (default 40)")
     ap.add_argument("--cnf-epochs", type=int, default=None, help="CNF epochs (default 6)")
+    ap.add_argument("--score-epochs", type=int, default=None, help="score model epochs (default 20)")
+    ap.add_argument("--csd-t0", type=float, default=0.55, help="CSD* start time in (0, 1] (paper code: step 550)")
+    ap.add_argument("--csd-samples", type=int, default=None, help="CSD* samples per image (default 20; quick 2)")
+    ap.add_argument("--csd-steps", type=int, default=None, help="CSD* reverse steps (default: the SDE's N·t0)")
+    ap.add_argument("--csd-sweep", default="0.3,0.45,0.55,0.7,0.85",
+                    help="t0 values of the CSD* sweep on Table 1 (empty: no sweep)")
     ap.add_argument("--tables", default="1,2,3,4,5,6", help="comma-separated table numbers")
     ap.add_argument("--methods", default=None, help=f"comma-separated subset of {list(METHODS)}")
     ap.add_argument("--n-show", type=int, default=4, help="test samples per figure")
@@ -341,11 +377,12 @@ def parse_args(argv=None):
     if args.quick and args.full:
         ap.error("--quick and --full exclude each other")
     mode = "quick" if args.quick else "full" if args.full else "default"
-    defaults = {"quick": dict(size=32, n_train=256, n_val=32, n_test=64, vae_epochs=1, mlp_epochs=2, cnf_epochs=1),
+    defaults = {"quick": dict(size=32, n_train=256, n_val=32, n_test=64, vae_epochs=1, mlp_epochs=2, cnf_epochs=1,
+                              score_epochs=2, csd_samples=2, csd_steps=50),
                 "default": dict(size=64, n_train=4000, n_val=200, n_test=300, vae_epochs=8, mlp_epochs=40,
-                                cnf_epochs=6),
+                                cnf_epochs=6, score_epochs=20, csd_samples=20),
                 "full": dict(size=128, n_train=PAPER_SPLITS[0], n_val=PAPER_SPLITS[1], n_test=PAPER_SPLITS[2],
-                             vae_epochs=350, mlp_epochs=800, cnf_epochs=320)}[mode]
+                             vae_epochs=350, mlp_epochs=800, cnf_epochs=320, score_epochs=1482, csd_samples=20)}[mode]
     for k, v in defaults.items():
         if getattr(args, k) is None:
             setattr(args, k, v)
@@ -385,7 +422,7 @@ def main(argv=None) -> int:
     mask = geometry["mask"].astype(bool)
     background = 1.0
     cache: dict = {}
-    results, figures = {}, {}
+    results, figures, sweep = {}, {}, []
     for table, title, train_set, test_set in tables:
         print(f"\n== Table {table}: {title} ==", flush=True)
         ctx = Context(train_set, data, args.workdir, args, mask, background, cache)
@@ -410,11 +447,17 @@ def main(argv=None) -> int:
                   f"r {rows[name]['r'][0]:.3f}  ({dt:.1f} s)", flush=True)
         results[table] = {"title": title, "train": train_set, "test": test_set, "n_test": len(test["image"]),
                           "rows": rows}
+        if table == 1 and "CSD*" in args.methods and args.csd_sweep:
+            csd = METHODS["CSD*"](ctx)
+            for t0 in [float(x) for x in args.csd_sweep.split(",")]:
+                s = score(csd(test, t0=t0)["image"], test["image"], mask, background)
+                sweep.append({"t0": t0, **{k: (float(np.mean(s[k])), float(np.std(s[k]))) for k in ("SSIM", "MSE")}})
+                print(f"  CSD* t0 = {t0}: SSIM {sweep[-1]['SSIM'][0]:.3f}", flush=True)
         path = args.out.parent / f"{args.out.stem}_table{table}.png"
         figure(path, table, title, test, outputs, n_show=args.n_show)
         figures[table] = path.name
     training = {}
-    for kind in ("cvae", "cnf"):
+    for kind in ("cvae", "cnf", "score"):
         for s in SETTINGS:
             wd = args.workdir / "models" / f"{kind}_{s}"
             if wd.exists():
@@ -422,23 +465,27 @@ def main(argv=None) -> int:
                 training[f"{kind}_{s}"] = ckpts
     report = render(args, results, figures, gen_info, training, time.perf_counter() - t_start, throughput,
                     gn_info)
+    if sweep:
+        report += ("\n## CSD* start-time sweep (Table 1 setting)\n\n| t0 | SSIM | MSE |\n|---|---|---|\n" +
+                   "".join(f"| {r['t0']:g} | {_cell('SSIM', *r['SSIM'])} | {_cell('MSE', *r['MSE'])} |\n"
+                           for r in sweep))
     args.out.parent.mkdir(parents=True, exist_ok=True)
     from jaxeit.io_utils import atomic_write_text
     atomic_write_text(args.out, report)
     atomic_write_text(args.out.with_suffix(".json"),
                       json.dumps({"args": {k: str(v) for k, v in vars(args).items()}, "results": results,
                                   "generation": gen_info, "throughput": throughput, "gn": gn_info,
-                                  "training_wall_s": training}, indent=1))
+                                  "training_wall_s": training, "csd_sweep": sweep}, indent=1))
     print(f"\nreport written to {args.out}")
     return 0
 
 
 def render(args, results, figures, gen_info, training, wall, throughput, gn_info) -> str:
-    lines = [machine_header("DGM study, part 1: GN, CVAE and CNF (paper Tables 1–6)")]
+    lines = [machine_header("DGM study: GN, CVAE, CNF and CSD* (paper Tables 1–6)")]
     lines += [
-        "Reproduction of the DGM comparison paper's Tests 1–3 (§4.3) for GN, CVAE (Seo et al. 2019, §3.1) "
-        "and CNF (Denker et al. 2021, §3.2). CSD*, DPS and Diff-INR rows will be added to the same harness "
-        "(`benchmarks/dgm.py`, `METHODS`).",
+        "Reproduction of the DGM comparison paper's Tests 1–3 (§4.3) for GN, CVAE (Seo et al. 2019, §3.1), "
+        "CNF (Denker et al. 2021, §3.2) and CSD* (score SDE post-processing of GN, §3.3.2); methods are "
+        "registered in `benchmarks/dgm.py` (`METHODS`).",
         "",
         "## What was run",
         "",
@@ -459,6 +506,10 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
         f"- CNF: {args.cnf_epochs} epochs, batch 8, Adam 1e-3, weight decay 1e-5, clip 1 (paper code: 320 epochs); "
         "reconstruction = mean of 20 samples (T = 1); '(per sample)' rows average the metrics of the single "
         "samples (the DGM code's convention).",
+        f"- CSD*: VE SDE (σ 0.01…128, N = 1000), U-Net score model (`score_config`), {args.score_epochs} epochs; "
+        f"GN image diffused to t0 = {args.csd_t0} and denoised by the predictor–corrector sampler (annealed "
+        f"Langevin, r = 0.056) with {args.csd_steps or 'N·t0'} steps; mean of {args.csd_samples} samples "
+        "(paper code: 1482 epochs, start at step 550 of 1000).",
         "- metrics: MSE, PSNR (data range = max − min of the truth in the domain), SSIM (Gaussian window, "
         "σ = 1.5), RE, AE, DR computed **inside the domain** (pixels whose centre lies in the mesh); "
         "SSIM□ = SSIM over the whole square with 0 outside the domain in truth and reconstruction (closest to "
