@@ -21,8 +21,13 @@ def atomic_path(path, suffix: str | None = None):
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix)
     os.close(fd)
+    # mkstemp creates the file 0600; give the result the permissions a plain open() would (0666 & ~umask)
+    umask = os.umask(0)
+    os.umask(umask)
     try:
         yield Path(tmp)
+        if os.path.exists(tmp):
+            os.chmod(tmp, 0o666 & ~umask)
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
