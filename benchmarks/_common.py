@@ -13,17 +13,9 @@ from pathlib import Path
 
 import jax
 
+from jaxeit.machine import cpu_model
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
 
 
 def machine_header(title: str) -> str:

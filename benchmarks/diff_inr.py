@@ -36,9 +36,9 @@ from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
-from inr import R, WIDTH, Z, image_of, mean_std, scores  # noqa: E402
+from inr import R, WIDTH, Z, image_of, mean_std, scores, tank_problem  # noqa: E402
 
-from jaxeit import ForwardModel, grid, mesh, metrics, noise, phantoms, plot, protocol  # noqa: E402
+from jaxeit import ForwardModel, grid, mesh, metrics, noise, phantoms, plot  # noqa: E402
 from jaxeit.diffinr import timestep_analysis  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.priors import load_pretrained  # noqa: E402
@@ -101,12 +101,7 @@ def main(argv=None):
     t_start = time.perf_counter()
 
     prior = load_pretrained()
-    prot = protocol.adjacent(16)
-    fine = mesh.disk(radius=R, electrode_width=WIDTH, h=0.05 * R)
-    coarse = mesh.disk(radius=R, electrode_width=WIDTH, h=0.1 * R)
-    fwd, inv = ForwardModel(fine, prot, contact_impedance=Z), ForwardModel(coarse, prot, contact_impedance=Z)
-    g = grid.Grid.square(R, 128)
-    mask = np.hypot(*np.meshgrid(g.x, g.y)) < R
+    prot, fine, coarse, fwd, inv, g, mask = tank_problem()
     m = jnp.asarray(mask)
     fig_metrics = {"SSIM": lambda x, r: metrics.ssim(x, r, mask=m), "PSNR": lambda x, r: metrics.psnr(x, r, mask=m)}
     methods = {"TV": ("tv", {}), "INR": ("inr", dict(iterations=iters)),

@@ -40,6 +40,17 @@ from jaxeit.recon import fit_homogeneous, reconstruct  # noqa: E402
 R, WIDTH, Z = 0.14, 0.025, 6e-3  # 28 cm tank, 2.5 cm electrodes, z in Ω·m² (as benchmarks/classical.py)
 
 
+def tank_problem():
+    """(protocol, fine mesh, coarse mesh, forward model, inverse model, 128×128 grid, tank mask) of the
+    28 cm tank: CEM data on the fine mesh, reconstruction on the coarser, different one."""
+    prot = protocol.adjacent(16)
+    fine = mesh.disk(radius=R, electrode_width=WIDTH, h=0.05 * R)
+    coarse = mesh.disk(radius=R, electrode_width=WIDTH, h=0.1 * R)
+    fwd, inv = ForwardModel(fine, prot, contact_impedance=Z), ForwardModel(coarse, prot, contact_impedance=Z)
+    g = grid.Grid.square(R, 128)
+    return prot, fine, coarse, fwd, inv, g, np.hypot(*np.meshgrid(g.x, g.y)) < R
+
+
 def image_of(res, inv, g):
     if "inr" in res.extras:
         return render(res.extras["inr"], g, res.extras["frame"])
@@ -69,12 +80,7 @@ def main(argv=None):
     seeds = [0] if args.quick else list(range(5))
     snrs = [50.0] if args.quick else [60.0, 50.0, 40.0]
     iters = 100 if args.quick else args.iterations
-    prot = protocol.adjacent(16)
-    fine = mesh.disk(radius=R, electrode_width=WIDTH, h=0.05 * R)
-    coarse = mesh.disk(radius=R, electrode_width=WIDTH, h=0.1 * R)
-    fwd, inv = ForwardModel(fine, prot, contact_impedance=Z), ForwardModel(coarse, prot, contact_impedance=Z)
-    g = grid.Grid.square(R, 128)
-    mask = np.hypot(*np.meshgrid(g.x, g.y)) < R
+    prot, fine, coarse, fwd, inv, g, mask = tank_problem()
     phantom = phantoms.thorax(R)
     truth = np.asarray(phantoms.on_grid(phantom, g))
     v_clean = fwd.voltages(phantoms.on_mesh(phantom, fine))

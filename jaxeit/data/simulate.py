@@ -41,6 +41,7 @@ from ..io_utils import atomic_path, atomic_write_text
 from ..mesh import Mesh, disk, from_pyeit
 from ..noise import add_noise
 from ..protocol import adjacent
+from ..machine import cpu_model
 from . import store
 from .config import SimulationConfig
 from .gn import LinearGN, apply_step
@@ -373,7 +374,7 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     throughput = {"samples_this_run": n_todo, "setup_s": round(t_setup, 3),
                   "first_shard_s": None if t_first is None else round(t_first, 3),
                   "samples_per_s": round(n_timed / t_compute, 2) if n_timed else None,
-                  "cpu": _cpu_model(), "devices": [str(d) for d in jax.devices()],
+                  "cpu": cpu_model(), "devices": [str(d) for d in jax.devices()],
                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     if not n_todo and old.get("throughput"):
         throughput = old["throughput"]          # nothing generated now: keep the generating run's record
@@ -386,11 +387,3 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     return root
 
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()

@@ -38,7 +38,6 @@ import functools
 import json
 import math
 import os
-import platform
 import signal
 import sys
 import time
@@ -50,6 +49,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from jaxeit.machine import cpu_model
 from jaxeit.priors import shapes as shapes_lib
 from jaxeit.priors.diffusion import EMA_DECAY, GaussianDiffusion, ema_update
 from jaxeit.priors.unet import UNetConfig, abstract_params, count_params, init_params, make_apply
@@ -407,16 +407,6 @@ def train(config: TrainConfig, workdir, *, resume: bool = True, until: int | Non
 # Export of the shipped weights
 # -----------------------------------------------------------------------------------
 
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = None) -> tuple[Path, Path]:
     """Write the EMA weights of the run in ``workdir`` as ``<out_dir>/<name>.msgpack`` + ``.json``.
 
@@ -458,7 +448,7 @@ def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = Non
                          "rows": [[round(float(v), 6) for v in r] for r in hist[:: max(1, len(hist) // 40)]]},
         "wall_time_s": round(wall, 1),
         "notes": notes,
-        "hardware": {"cpu": _cpu_model(), "logical_cores": os.cpu_count(),
+        "hardware": {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
                      "devices": [f"{d.platform}:{d.device_kind}" for d in jax.devices()],
                      "threads": os.environ.get("XLA_FLAGS", "default")},
         "software": {p: md.version(p) for p in ("jax", "jaxlib", "flax", "optax", "numpy")},
