@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+from pathlib import Path
 from typing import Callable
 
 import jax
@@ -236,6 +237,36 @@ class Mesh:
         return meshio.Mesh(points, cells, cell_data=data,
                            field_data={"electrode_nodes": self.electrode_nodes,
                                        "ref_node": np.array([self.ref_node])})
+
+    def save(self, path) -> Path:
+        """Write the mesh to an ``.npz`` file atomically (all arrays, exactly); reload with :meth:`load`.
+
+        Lets a mesh made where gmsh is installed be used where it is not (e.g. an accelerator host).
+        """
+        from .io_utils import atomic_path
+
+        with atomic_path(path) as tmp:
+            np.savez(tmp, nodes=self.nodes, triangles=self.triangles, electrode_edges=self.electrode_edges,
+                     edge_electrode=self.edge_electrode, electrode_nodes=self.electrode_nodes,
+                     ref_node=np.asarray(self.ref_node))
+        return Path(path)
+
+    @classmethod
+    def load(cls, path) -> "Mesh":
+        """Read a mesh written by :meth:`save` (validated like any other mesh).
+
+        Raises:
+            ValueError: if the file is missing, unreadable or lacks a mesh array.
+        """
+        path = Path(path)
+        try:
+            with np.load(path) as z:
+                arrays = {k: z[k] for k in ("nodes", "triangles", "electrode_edges", "edge_electrode",
+                                            "electrode_nodes", "ref_node")}
+        except (OSError, KeyError, ValueError) as e:
+            raise ValueError(f"cannot read a mesh from {path}: {e}; write one with Mesh.save") from e
+        arrays["ref_node"] = int(arrays["ref_node"])
+        return cls(**arrays)
 
     def with_electrode_nodes(self, electrode_nodes, ref_node=None) -> "Mesh":
         """The same mesh with other point-electrode nodes (e.g. pyEIT's ``el_pos``)."""

@@ -1,6 +1,7 @@
 """Tests of the two-stage CVAE and of the shared training loop (loss decrease, exact resume)."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
@@ -70,3 +71,24 @@ def test_config_validation():
         CVAEConfig(image_size=24)
     with pytest.raises(ValueError, match="latent_target"):
         CVAEConfig(latent_target="median")
+
+
+def _quadratic(params, rest, batch, key, extra):
+    return jnp.sum((params["w"] - jnp.mean(batch["x"])) ** 2), {}
+
+
+def test_fit_time_budget_stops_early_and_full_run_is_unchanged(monkeypatch):
+    from jaxeit.dgm import training
+
+    data = {"x": np.arange(64, dtype=np.float32)[:, None]}
+    params = {"w": jnp.zeros(())}
+    _, hist_full = training.fit(_quadratic, params, data=data, progress=False, log=None,
+                                config=training.FitConfig(epochs=20, batch_size=4, lr=0.1, log_every=4))
+    assert hist_full[-1]["step"] == 20 * 16
+
+    clock = iter(np.arange(0.0, 1e4, 0.01))   # each reading of the clock: 10 ms later
+    monkeypatch.setattr(training.time, "perf_counter", lambda: float(next(clock)))
+    budget = training.FitConfig(epochs=20, batch_size=4, lr=0.1, log_every=4, max_seconds=0.1)
+    _, hist_cut = training.fit(_quadratic, params, data=data, config=budget, progress=False, log=None)
+    assert 4 <= hist_cut[-1]["step"] < 20 * 16
+    assert hist_cut == hist_full[:len(hist_cut)]   # the same steps as the full run, only fewer

@@ -79,3 +79,23 @@ def test_overlapping_electrodes_rejected():
 def test_from_pyeit_ref_node_rule():
     m = mesh.from_pyeit([[0, 0], [1, 0], [0, 1], [1, 1], [0.5, 2]], [[0, 1, 2], [1, 3, 2], [2, 3, 4]], [0, 1, 3, 4])
     assert m.ref_node == 2 and not m.has_electrode_edges
+
+
+def test_save_load_roundtrip_exact(tmp_path):
+    from jaxeit import mesh as jm
+
+    m = jm.disk(h=0.3)
+    path = m.save(tmp_path / "disk.npz")
+    back = jm.Mesh.load(path)
+    for name in ("nodes", "triangles", "electrode_edges", "edge_electrode", "electrode_nodes"):
+        assert np.array_equal(getattr(back, name), getattr(m, name)), name
+    assert back.ref_node == m.ref_node
+
+
+def test_load_bad_file_names_the_problem(tmp_path):
+    from jaxeit import mesh as jm
+
+    bad = tmp_path / "x.npz"
+    bad.write_text("not a mesh")
+    with pytest.raises(ValueError, match="cannot read a mesh"):
+        jm.Mesh.load(bad)

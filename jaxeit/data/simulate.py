@@ -68,23 +68,54 @@ def _have_pyeit() -> bool:
     return True
 
 
-def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
-    """The forward (and GN) mesh of ``config`` and a JSON-able description of it."""
-    kind = config.mesh
-    if kind == "auto":
-        kind = "pyeit" if (config.electrode_model == "point" and _have_pyeit()) else "disk"
-    if kind == "pyeit":
-        if not _have_pyeit():
-            raise ValueError("mesh='pyeit' needs the pyeit package (pip install pyeit), or use mesh='disk'")
-        import pyeit.mesh
+MESH_CACHE_ENV = "JAXEIT_MESH_CACHE"
 
-        m = pyeit.mesh.create(config.n_electrodes, h0=config.h0)
-        mesh = from_pyeit(m.node, m.element, m.el_pos)
+
+def _mesh_cache_path(name: str) -> Path | None:
+    folder = os.environ.get(MESH_CACHE_ENV)
+    return Path(folder) / f"{name}.npz" if folder else None
+
+
+def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
+    """The forward (and GN) mesh of ``config`` and a JSON-able description of it.
+
+    With the environment variable ``JAXEIT_MESH_CACHE`` set to a folder, meshes
+    are saved there (:meth:`Mesh.save`) and reloaded instead of rebuilt, so a
+    machine without pyeit or gmsh (e.g. an accelerator host) can use meshes
+    made elsewhere; with ``mesh="auto"`` a cached pyEIT mesh counts as pyeit
+    being available.
+    """
+    kind = config.mesh
+    pyeit_name = f"pyeit_{config.n_electrodes}el_h0{config.h0:g}"
+    disk_name = f"disk_{config.n_electrodes}el_w{config.electrode_width:g}_h{config.h0:g}"
+    pyeit_cached = (p := _mesh_cache_path(pyeit_name)) is not None and p.exists()
+    if kind == "auto":
+        kind = "pyeit" if (config.electrode_model == "point" and (pyeit_cached or _have_pyeit())) else "disk"
+    if kind == "pyeit":
+        if not (pyeit_cached or _have_pyeit()):
+            raise ValueError("mesh='pyeit' needs the pyeit package (pip install pyeit), or use mesh='disk'")
         source = f"pyeit.mesh.create({config.n_electrodes}, h0={config.h0}) -> jaxeit.mesh.from_pyeit"
+
+        def build():
+            import pyeit.mesh
+
+            m = pyeit.mesh.create(config.n_electrodes, h0=config.h0)
+            return from_pyeit(m.node, m.element, m.el_pos)
+        name = pyeit_name
     else:
-        mesh = disk(n_electrodes=config.n_electrodes, electrode_width=config.electrode_width, h=config.h0)
         source = (f"jaxeit.mesh.disk(n_electrodes={config.n_electrodes}, "
                   f"electrode_width={config.electrode_width}, h={config.h0})")
+
+        def build():
+            return disk(n_electrodes=config.n_electrodes, electrode_width=config.electrode_width, h=config.h0)
+        name = disk_name
+    path = _mesh_cache_path(name)
+    if path is not None and path.exists():
+        mesh = Mesh.load(path)
+    else:
+        mesh = build()
+        if path is not None:
+            mesh.save(path)
     digest = hashlib.sha256(np.ascontiguousarray(mesh.nodes).tobytes()
                             + np.ascontiguousarray(mesh.triangles).tobytes()).hexdigest()
     info = {"source": source, "kind": kind, "n_nodes": mesh.n_nodes, "n_elements": mesh.n_elements,

@@ -466,8 +466,8 @@ def dps_sample(score_fn, sde, measurement_fn, v, key, *, zeta: float, shape, n_s
         (n_samples, *shape) samples of ``dtype``; with ``return_residuals`` also
         the (n_steps, n_samples) residual norms.
     """
-    if zeta is None or not float(zeta) >= 0:
-        raise ValueError(f"zeta must be >= 0, got {zeta!r}")
+    if zeta is None or (not isinstance(zeta, jax.core.Tracer) and not float(zeta) >= 0):
+        raise ValueError(f"zeta must be >= 0, got {zeta!r}")   # a traced ζ (e.g. a jit argument) is not checked
     if int(n_samples) < 1:
         raise ValueError(f"n_samples must be >= 1, got {n_samples}")
     n_steps = _default_steps(sde, float(sde.T), n_steps)

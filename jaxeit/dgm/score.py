@@ -32,7 +32,6 @@ import dataclasses
 import functools
 import json
 import math
-import time
 from pathlib import Path
 from typing import NamedTuple
 
@@ -47,7 +46,8 @@ from ..priors.diffusion import ema_update
 from ..priors.unet import UNetConfig, abstract_params, init_params
 from .sampling import csd_star, pc_sample
 from .sde import VESDE, VPSDE, _bcast, get_sde
-from .training import FitConfig, count_params, load_arrays, load_checkpoint, save_arrays, save_checkpoint
+from .training import (FitConfig, count_params, epoch_batches, load_arrays, load_checkpoint, run_loop, save_arrays,
+                       save_checkpoint)
 
 __all__ = ["ScoreConfig", "ScoreModel", "dsm_loss", "network_time", "score_apply", "train_score"]
 
@@ -431,8 +431,6 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
             a checkpoint written with another configuration.
         FloatingPointError: if the loss becomes NaN/inf.
     """
-    from tqdm.auto import tqdm
-
     log = log or (lambda *a, **k: None)
     n_px = config.image_size
     imgs = np.asarray(images, np.float64)
@@ -469,57 +467,12 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
     loss_fn = _loss_fn(graphdef, config.make_sde(), config.likelihood_weighting, config.reduce_mean,
                        config.train_eps)
     step_fn = _train_step(loss_fn, fit.lr, fit.weight_decay, fit.grad_clip, config.warmup, config.ema_decay)
-    perms: dict[int, np.ndarray] = {}
-
-    def batch_at(s: int):
-        epoch, pos = divmod(s, spe)
-        if epoch not in perms:
-            perms.clear()
-            perms[epoch] = np.random.default_rng([fit.seed, epoch]).permutation(n)
-        idx = np.sort(perms[epoch][pos * fit.batch_size:(pos + 1) * fit.batch_size])
-        return jnp.asarray(data[idx])
-
-    start = int(state.step)
-    t_last = time.perf_counter()
-
-    def checkpoint():
-        nonlocal wall, t_last
-        now = time.perf_counter()
-        wall += now - t_last
-        t_last = now
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, config=full_config, history=history, wall_time=wall)
-
-    acc: dict[str, float] = {}
-    n_acc = 0
-    bar = tqdm(total=end, initial=start, disable=not progress, desc="score", dynamic_ncols=True, mininterval=5.0)
-    try:
-        while int(state.step) < end:
-            s = int(state.step)
-            state, aux = step_fn(state, batch_at(s), train_key)
-            aux = {k: float(v) for k, v in aux.items()}
-            if not math.isfinite(aux["loss"]):
-                raise FloatingPointError(f"[score] loss is {aux['loss']} at step {s + 1}; lower the learning rate")
-            for k, v in aux.items():
-                acc[k] = acc.get(k, 0.0) + v
-            n_acc += 1
-            bar.update(1)
-            s += 1
-            if s % fit.log_every == 0 or s == end:
-                row = {"step": s, "epoch": s / spe, **{k: v / n_acc for k, v in acc.items()}}
-                history.append(row)
-                bar.set_postfix(loss=f"{row['loss']:.4g}")
-                acc, n_acc = {}, 0
-            if s % fit.checkpoint_every == 0 or s == end:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        log(f"[score] interrupted: checkpoint at step {int(state.step)}")
-        raise
-    finally:
-        bar.close()
-    if int(state.step) == start:
-        checkpoint()
+    batch_at = epoch_batches({"x": data}, fit.batch_size, fit.seed)
+    state, history = run_loop(lambda st, batch: step_fn(st, batch["x"], train_key), state, batch_at, end=end,
+                              spe=spe, config=fit, history=history, wall=wall, name="score", progress=progress,
+                              log=log, save=None if ckpt is None else
+                              lambda st, h, w: save_checkpoint(ckpt, st, config=full_config, history=h,
+                                                               wall_time=w))
     model = ScoreModel(config, state.params, state.ema, history)
     if workdir is not None:
         model.save(Path(workdir) / "score.npz")

@@ -42,7 +42,7 @@ from flax import nnx
 from ..io_utils import atomic_path
 
 __all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
-           "host_rng", "host_normal", "host_zeros", "host_ones",
+           "epoch_batches", "run_loop", "host_rng", "host_normal", "host_zeros", "host_ones",
            "save_checkpoint", "load_checkpoint", "save_arrays", "load_arrays"]
 
 
@@ -58,7 +58,11 @@ class FitConfig:
         grad_clip: clip gradients to this global norm (0 or None for none).
         seed: data order and step keys (see the module docstring).
         checkpoint_every: steps between checkpoints.
-        log_every: steps between history entries (means over the interval).
+        log_every: steps between history entries (means over the interval); also how often
+            the loop waits for the device (the loss is checked for NaN there).
+        max_seconds: stop once this much training wall time (resumed runs included) has
+            passed, at the next logging step (``None``: run all epochs). The steps done
+            are in the history; :func:`fit` with ``until_step`` reproduces such a run.
     """
 
     epochs: int = 10
@@ -69,6 +73,7 @@ class FitConfig:
     seed: int = 0
     checkpoint_every: int = 500
     log_every: int = 50
+    max_seconds: float | None = None
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1:
@@ -79,6 +84,8 @@ class FitConfig:
             raise ValueError("weight_decay and grad_clip must be >= 0")
         if self.checkpoint_every < 1 or self.log_every < 1:
             raise ValueError("checkpoint_every and log_every must be >= 1")
+        if self.max_seconds is not None and not self.max_seconds > 0:
+            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -246,8 +253,6 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
             checkpoint written with another ``run_config``.
         FloatingPointError: if the loss becomes NaN/inf.
     """
-    from tqdm.auto import tqdm
-
     log = log or (lambda *a, **k: None)
     sizes = {k: len(v) for k, v in data.items()}
     if len(set(sizes.values())) != 1:
@@ -272,15 +277,46 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
         ckpt.parent.mkdir(parents=True, exist_ok=True)
     train_step = _train_step(loss_fn, config.lr, config.weight_decay, config.grad_clip, config.seed)
 
+    batch_at = epoch_batches(data, config.batch_size, config.seed)
+    state, history = run_loop(lambda st, b: train_step(st, rest, b, extra), state, batch_at, end=end, spe=spe,
+                              config=config, history=history, wall=wall, name=name, progress=progress, log=log,
+                              save=None if ckpt is None else
+                              lambda st, h, w: save_checkpoint(ckpt, st, config=full_config, history=h,
+                                                               wall_time=w))
+    return state.params, history
+
+
+def epoch_batches(data: dict, batch_size: int, seed: int) -> Callable[[int], dict]:
+    """``batch_at(step) -> {name: (B, ...) device array}``: epoch ``e`` visits the samples in the order
+    ``default_rng([seed, e]).permutation(n)`` (drop-last), so a batch depends only on (seed, step)."""
+    n = len(next(iter(data.values())))
+    spe = n // batch_size
     perms: dict[int, np.ndarray] = {}
 
     def batch_at(step: int) -> dict:
         epoch, pos = divmod(step, spe)
         if epoch not in perms:
             perms.clear()
-            perms[epoch] = np.random.default_rng([config.seed, epoch]).permutation(n)
-        idx = np.sort(perms[epoch][pos * config.batch_size:(pos + 1) * config.batch_size])
+            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
+        idx = np.sort(perms[epoch][pos * batch_size:(pos + 1) * batch_size])
         return {k: jnp.asarray(v[idx]) for k, v in data.items()}
+    return batch_at
+
+
+def run_loop(step_fn, state, batch_at, *, end: int, spe: int, config: FitConfig, history: list, wall: float,
+             name: str, progress: bool, log, save=None):
+    """The loop shared by :func:`fit` and the score model's trainer: steps ``state.step … end − 1``.
+
+    ``step_fn(state, batch) -> (state, aux)`` is jitted and asynchronous: the loop
+    waits for the device only every ``config.log_every`` steps (when it averages
+    ``aux`` and checks the loss), so small models on an accelerator are not
+    bound by one host round trip per step. ``save(state, history, wall_s)``
+    writes a checkpoint (every ``checkpoint_every`` steps, at the end, on
+    KeyboardInterrupt). Stops early once ``config.max_seconds`` of wall time
+    (this run after its first, compiling step, plus ``wall``) has passed.
+    Returns ``(state, history)``.
+    """
+    from tqdm.auto import tqdm
 
     start = int(state.step)
     t_last = time.perf_counter()
@@ -290,29 +326,38 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
         now = time.perf_counter()
         wall += now - t_last
         t_last = now
-        if ckpt is not None:
-            save_checkpoint(ckpt, state, config=full_config, history=history, wall_time=wall)
+        if save is not None:
+            save(state, history, wall)
 
-    acc: dict[str, float] = {}
-    n_acc = 0
+    acc, n_acc = None, 0
+    s = start
+    budget_used = wall                    # training time of earlier (resumed) runs
+    t_budget = time.perf_counter()
     bar = tqdm(total=end, initial=start, disable=not progress, desc=name, dynamic_ncols=True, mininterval=5.0)
     try:
-        while int(state.step) < end:
-            s = int(state.step)
-            state, aux = train_step(state, rest, batch_at(s), extra)
-            aux = {k: float(v) for k, v in aux.items()}
-            if not math.isfinite(aux["loss"]):
-                raise FloatingPointError(f"[{name}] loss is {aux['loss']} at step {s + 1}; lower the learning rate")
-            for k, v in aux.items():
-                acc[k] = acc.get(k, 0.0) + v
+        while s < end:
+            state, aux = step_fn(state, batch_at(s))
+            acc = aux if acc is None else jax.tree_util.tree_map(jnp.add, acc, aux)
             n_acc += 1
-            bar.update(1)
             s += 1
+            if s == start + 1:   # the time budget starts after the first (compiling) step
+                jax.block_until_ready(aux)
+                t_budget = time.perf_counter()
             if s % config.log_every == 0 or s == end:
-                row = {"step": s, "epoch": s / spe, **{k: v / n_acc for k, v in acc.items()}}
+                means = {k: float(v) / n_acc for k, v in acc.items()}   # waits for the device
+                if not math.isfinite(means["loss"]):
+                    raise FloatingPointError(f"[{name}] loss is {means['loss']} before step {s}; "
+                                             "lower the learning rate")
+                row = {"step": s, "epoch": s / spe, **means}
                 history.append(row)
+                bar.update(s - bar.n)
                 bar.set_postfix(loss=f"{row['loss']:.4g}")
-                acc, n_acc = {}, 0
+                acc, n_acc = None, 0
+                if (config.max_seconds is not None and s < end
+                        and budget_used + time.perf_counter() - t_budget >= config.max_seconds):
+                    log(f"[{name}] time budget of {config.max_seconds:g} s reached at step {s}/{end}")
+                    checkpoint()
+                    break
             if s % config.checkpoint_every == 0 or s == end:
                 checkpoint()
     except KeyboardInterrupt:
@@ -321,9 +366,9 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
         raise
     finally:
         bar.close()
-    if int(state.step) == start:
+    if s == start:
         checkpoint()
-    return state.params, history
+    return state, history
 
 
 @functools.lru_cache(maxsize=32)

@@ -29,7 +29,8 @@ Backends (all float64):
 ``"auto"`` picks ``"dense"`` on accelerators up to ``DENSE_MAX_UNKNOWNS_GPU``
 unknowns and ``"cg"`` above; on a CPU ``"dense"`` up to
 ``DENSE_MAX_UNKNOWNS_CPU`` and ``"banded"`` above (crossovers measured by
-``benchmarks/forward.py``).
+``benchmarks/forward.py`` on a CPU and ``benchmarks/gpu/forward_scaling.py`` on an H200: dense
+Cholesky time grows ~n^1.8 there and CG ~n^0.75, crossing near 8k unknowns).
 """
 
 from __future__ import annotations
@@ -49,7 +50,7 @@ __all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv"]
 
 BACKENDS = ("dense", "banded", "scipy", "cg")
 DENSE_MAX_UNKNOWNS_CPU = 400
-DENSE_MAX_UNKNOWNS_GPU = 12000
+DENSE_MAX_UNKNOWNS_GPU = 8000   # H200: dense 14 ms vs CG 17 ms at 6.8k nodes, 100 vs 36 ms at 19.7k
 
 
 def resolve_backend(solver: str, n_unknowns: int) -> str:
