@@ -10,6 +10,11 @@ into a folder (layout: :mod:`jaxeit.data.store`) and returns its path. It is
   by ``vmap``, element averages, pixel averages, a ``vmap``-ed forward solve,
   noise, the linearised GN as one matrix product, rendering); the last chunk of
   a shard is padded so every chunk runs the same compiled program;
+* **data-parallel**: with N devices (default: all devices of this process)
+  the keys of N consecutive chunks are split over a
+  :func:`~jaxeit.parallel.data_mesh` and each device runs the single-device
+  program on its chunk (same boundaries, same padding), so a data set is bit
+  for bit the same on 1 or N devices and can be resumed on another count;
 * **resumable**: complete, verified shards (sidecar present, SHA-256 and
   index range match) are skipped; anything else is (re)written;
 * **atomic**: every file goes to a temporary name and is moved into place.
@@ -40,6 +45,7 @@ from ..grid import Grid, domain_mask, elements_to_nodes, mesh_to_grid_elements, 
 from ..io_utils import atomic_path, atomic_write_text
 from ..mesh import Mesh, disk, from_pyeit
 from ..noise import add_noise
+from ..parallel import batch_sharding, data_mesh, shard_batch
 from ..protocol import adjacent
 from ..machine import cpu_model
 from . import store
@@ -145,6 +151,7 @@ class Simulator:
         gn: the :class:`~jaxeit.data.gn.LinearGN` operator.
         grid: the image :class:`~jaxeit.grid.Grid` over [-1, 1]².
         mask: (H, W) bool, pixel centre inside the mesh.
+        device_mesh: the 1-D :class:`jax.sharding.Mesh` the chunks are spread over.
     """
 
     config: SimulationConfig
@@ -156,17 +163,30 @@ class Simulator:
     mask: np.ndarray
     _render: object
     _fn: object
+    device_mesh: jax.sharding.Mesh
+    _constants: dict
 
     @classmethod
-    def build(cls, config: SimulationConfig) -> "Simulator":
+    def build(cls, config: SimulationConfig, devices=None) -> "Simulator":
         """Mesh, forward model, GN operator, grid and the jitted chunk function of ``config``.
 
         Everything but the sizes and the seed is cached (the last few physics /
         geometry configurations), so rebuilding, e.g. to resume, reuses the
         compiled code.
+
+        Args:
+            config: the data set's :class:`SimulationConfig`.
+            devices: where chunks run (see :func:`jaxeit.parallel.data_mesh`):
+                ``None`` for all devices of this process, an int n for the
+                first n, a sequence of devices or a mesh. The samples do not
+                depend on it.
         """
         parts = _static_parts(_static_key(config))
-        return cls(config, *parts)
+        mesh = data_mesh(jax.local_devices() if devices is None else devices)
+        model, gn, mask = parts[2], parts[3], parts[5]
+        constants = {d: jax.device_put((model, jnp.asarray(gn.h), jnp.asarray(gn.v_bg), jnp.asarray(mask)), d)
+                     for d in mesh.devices.ravel()}
+        return cls(config, *parts, mesh, constants)
 
     def render(self, sigma) -> np.ndarray:
         """(..., E) element values → (..., H, W) float32 image (``gn_render`` interpolation)."""
@@ -179,13 +199,14 @@ class Simulator:
             raise ValueError("no sample indices given")
         if indices.min() < 0 or indices.max() >= 2**32:
             raise ValueError("sample indices must lie in [0, 2**32)")
-        c = self.config.chunk_size
+        # one chunk per device: chunk boundaries stay at multiples of chunk_size and padding repeats the
+        # last index, exactly as on one device, so every sample is computed by the same program
+        step = self.config.chunk_size * self.device_mesh.size
         out = {}
-        for lo in range(0, len(indices), c):
-            part = indices[lo: lo + c]
-            padded = np.concatenate([part, np.full(c - len(part), part[-1])])  # same shapes every call
-            res = self._fn(self.model, jnp.asarray(self.gn.h), jnp.asarray(self.gn.v_bg),
-                           jnp.asarray(self.mask), sample_keys(self.config.seed, padded))
+        for lo in range(0, len(indices), step):
+            part = indices[lo: lo + step]
+            padded = np.concatenate([part, np.full(step - len(part), part[-1])])  # same shapes every call
+            res = self.chunks(padded)
             res = {k: np.asarray(v)[: len(part)] for k, v in res.items()}
             for k, v in res.items():
                 out.setdefault(k, []).append(v)
@@ -196,6 +217,36 @@ class Simulator:
         out["index"] = indices
         out["image"] = out["image"].astype(np.float32)
         return out
+
+    def chunks(self, indices) -> dict[str, jax.Array]:
+        """The raw chunk outputs (no GN image) of ``chunk_size × n_devices`` sample indices.
+
+        The (B, 2) uint32 keys are split over :attr:`device_mesh` (chunk d on
+        device d) and every device runs the jitted single-device chunk function
+        on its own keys and a copy of the constants (computation follows data).
+
+        Returns:
+            ``{name: (B, ...) jax.Array}`` split over the devices like the keys
+            (fields as in :mod:`.store`, without ``gn_image`` and ``index``).
+        """
+        mesh = self.device_mesh
+        indices = np.asarray(indices, np.int64).reshape(-1)
+        if len(indices) != self.config.chunk_size * mesh.size:
+            raise ValueError(f"chunks() takes chunk_size x devices = {self.config.chunk_size * mesh.size} "
+                             f"indices, got {len(indices)}")
+        keys = shard_batch(np.asarray(sample_keys(self.config.seed, indices)), mesh)
+        parts = []
+        for shard in keys.addressable_shards:
+            res = self._fn(*self._constants[shard.device], shard.data)
+            if shard.device.platform == "cpu":
+                # jaxlib 0.10's batched LAPACK kernels (the forward solve's Cholesky) wait for work queued on
+                # the shared CPU thread pool: concurrent programs of several host devices can fill the pool
+                # and deadlock, so host devices run one after another (they share the same cores anyway)
+                jax.block_until_ready(res)
+            parts.append(res)
+        return {k: jax.make_array_from_single_device_arrays((len(indices),) + parts[0][k].shape[1:],
+                                                            batch_sharding(mesh), [p[k] for p in parts])
+                for k in parts[0]}
 
 
 def _static_key(config: SimulationConfig) -> SimulationConfig:
@@ -326,7 +377,7 @@ def _write_shard(path, arrays, *, start, stop, compress):
 
 
 def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overwrite: bool = False,
-             log=print) -> Path:
+             log=print, devices=None) -> Path:
     """Generate (or finish) the data set of ``config`` in ``out``; returns the folder.
 
     Args:
@@ -336,6 +387,9 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
         overwrite: if ``out`` holds a data set of another config, replace it
             (its shard files are deleted) instead of raising.
         log: one-line messages (``None`` for silence).
+        devices: the devices to spread the chunks over (``None``: all devices
+            of this process; see :meth:`Simulator.build`). The data do not
+            depend on it, so a run may be resumed on another device count.
 
     Returns:
         The data set folder; ``metadata.json`` then has ``status: "complete"``
@@ -351,7 +405,7 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     root = Path(out) if out is not None else Path("out") / "data" / default_name(config)
     root.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
-    sim = Simulator.build(config)
+    sim = Simulator.build(config, devices)
     meta_path = root / "metadata.json"
     old = {}
     if meta_path.exists():
@@ -382,7 +436,8 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     n_todo = sum(b - a for _, _, a, b in todo)
     log(f"[simulate] {root}: {config.n_samples} samples ({done} already complete, {n_todo} to do) on "
         f"{sim.mesh_info['n_elements']} elements, {config.image_size}x{config.image_size} px, "
-        f"{config.snr_db:g} dB, GN {config.gn_method}/{config.gn_param}/{config.gn_prior}")
+        f"{config.snr_db:g} dB, GN {config.gn_method}/{config.gn_param}/{config.gn_prior}, "
+        f"{sim.device_mesh.size} device(s)")
     bar = tqdm(total=config.n_samples, initial=done, disable=not progress, unit="sample", desc="simulate",
                dynamic_ncols=True, mininterval=2.0)
     t_compute, n_timed, t_first = 0.0, 0, None
@@ -405,7 +460,7 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     throughput = {"samples_this_run": n_todo, "setup_s": round(t_setup, 3),
                   "first_shard_s": None if t_first is None else round(t_first, 3),
                   "samples_per_s": round(n_timed / t_compute, 2) if n_timed else None,
-                  "cpu": cpu_model(), "devices": [str(d) for d in jax.devices()],
+                  "cpu": cpu_model(), "devices": [str(d) for d in sim.device_mesh.devices.ravel()],
                   "finished": datetime.datetime.now().isoformat(timespec="seconds")}
     if not n_todo and old.get("throughput"):
         throughput = old["throughput"]          # nothing generated now: keep the generating run's record

@@ -21,7 +21,8 @@ moving average of the weights, so :func:`train_score` runs a loop of the same
 design (same data order ``default_rng([seed, epoch])``, step keys
 ``fold_in(key, step)``, atomic ``<workdir>/score.ckpt.npz`` checkpoints written
 with :func:`~jaxeit.dgm.training.save_checkpoint` and resumed when the run
-description matches, bit-for-bit resume) whose state also holds the EMA.
+description matches, bit-for-bit resume, data-parallel over ``devices``) whose
+state also holds the EMA.
 Optimiser (``score_sde``): clip by global norm → [L2 decay] → Adam with a
 linear warm-up of the learning rate. Networks are float32.
 """
@@ -42,6 +43,7 @@ import optax
 from flax import nnx
 from jax.tree_util import Partial
 
+from ..parallel import data_mesh, replicate
 from ..priors.diffusion import ema_update
 from ..priors.unet import UNetConfig, abstract_params, init_params
 from .sampling import csd_star, pc_sample
@@ -404,7 +406,7 @@ def _key_data(key) -> list:
 
 
 def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: bool = True, resume: bool = True,
-                until_step: int | None = None, data_tag: str = "", log=print) -> ScoreModel:
+                until_step: int | None = None, data_tag: str = "", log=print, devices=None) -> ScoreModel:
     """Train a score model by denoising score matching, with an EMA of the weights.
 
     Args:
@@ -422,13 +424,17 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
         until_step: stop after this many steps in total (to split a run).
         data_tag: a description of the data that a checkpoint must match.
         log: one-line messages (``None``: silent).
+        devices: the devices to split each batch over (see
+            :func:`jaxeit.parallel.data_mesh`; ``None``: all visible devices);
+            parameters, optimiser state and EMA are replicated.
 
     Returns:
         The :class:`ScoreModel` (also saved as ``<workdir>/score.npz``).
 
     Raises:
-        ValueError: on images of the wrong size, fewer images than one batch, or
-            a checkpoint written with another configuration.
+        ValueError: on images of the wrong size, fewer images than one batch, a
+            batch size that is not a multiple of the number of devices, or a
+            checkpoint written with another configuration.
         FloatingPointError: if the loss becomes NaN/inf.
     """
     log = log or (lambda *a, **k: None)
@@ -442,6 +448,10 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
     spe = n // fit.batch_size
     if spe < 1:
         raise ValueError(f"{n} images are fewer than one batch of {fit.batch_size}")
+    mesh = data_mesh(devices)
+    if fit.batch_size % mesh.size:
+        raise ValueError(f"batch_size {fit.batch_size} cannot be split over {mesh.size} devices: use a "
+                         f"multiple of {mesh.size} or fewer devices (devices=...)")
     total = spe * fit.epochs
     end = total if until_step is None else min(int(until_step), total)
 
@@ -467,7 +477,8 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
     loss_fn = _loss_fn(graphdef, config.make_sde(), config.likelihood_weighting, config.reduce_mean,
                        config.train_eps)
     step_fn = _train_step(loss_fn, fit.lr, fit.weight_decay, fit.grad_clip, config.warmup, config.ema_decay)
-    batch_at = epoch_batches({"x": data}, fit.batch_size, fit.seed)
+    state, train_key = replicate((state, train_key), mesh)
+    batch_at = epoch_batches({"x": data}, fit.batch_size, fit.seed, mesh)
     state, history = run_loop(lambda st, batch: step_fn(st, batch["x"], train_key), state, batch_at, end=end,
                               spe=spe, config=fit, history=history, wall=wall, name="score", progress=progress,
                               log=log, save=None if ckpt is None else

@@ -16,7 +16,12 @@ model inside (``nnx.merge``); one optimiser step is ``jax.jit``-ed.
   (temporary file + ``os.replace``) every ``checkpoint_every`` steps, at the
   end and on ``KeyboardInterrupt``, and are resumed automatically when the
   config matches;
-* progress is a tqdm bar with the running loss.
+* progress is a tqdm bar with the running loss;
+* data-parallel over ``devices`` (default: all visible devices): each batch is
+  split over the devices along its first axis and the parameters and
+  optimiser state are replicated (:mod:`jaxeit.parallel`), so the same step
+  runs on 1 or N devices and XLA adds the gradient all-reduce. The batch size
+  must be a multiple of the number of devices.
 
 Optimiser (:func:`make_optimizer`): gradient clipping by global norm, then L2
 weight decay added to the gradient (PyTorch ``Adam(weight_decay=...)``, as in
@@ -40,6 +45,7 @@ import optax
 from flax import nnx
 
 from ..io_utils import atomic_path
+from ..parallel import data_mesh, replicate, shard_batch
 
 __all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
            "epoch_batches", "run_loop", "host_rng", "host_normal", "host_zeros", "host_ones",
@@ -222,7 +228,7 @@ LossFn = Callable[..., tuple]
 
 def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, extra=None,
         workdir=None, name: str = "model", run_config: dict | None = None, resume: bool = True,
-        until_step: int | None = None, progress: bool = True, log=print):
+        until_step: int | None = None, progress: bool = True, log=print, devices=None):
     """Minimise ``loss_fn`` over ``data`` with Adam; returns ``(params, history)``.
 
     Args:
@@ -243,13 +249,16 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
         until_step: stop after this many steps in total (e.g. to split a run).
         progress: tqdm bar.
         log: one-line messages (``None``: silent).
+        devices: the devices to split each batch over (see
+            :func:`jaxeit.parallel.data_mesh`; ``None``: all visible devices).
 
     Returns:
         ``(params, history)``; history rows are dicts with ``step``, ``epoch``,
         ``loss`` and the means of ``aux`` over the logging interval.
 
     Raises:
-        ValueError: on inconsistent data, too few samples for one batch, or a
+        ValueError: on inconsistent data, too few samples for one batch, a batch
+            size that is not a multiple of the number of devices, or a
             checkpoint written with another ``run_config``.
         FloatingPointError: if the loss becomes NaN/inf.
     """
@@ -261,6 +270,10 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
     spe = n // config.batch_size
     if spe < 1:
         raise ValueError(f"{n} samples are fewer than one batch of {config.batch_size}")
+    mesh = data_mesh(devices)
+    if config.batch_size % mesh.size:
+        raise ValueError(f"batch_size {config.batch_size} cannot be split over {mesh.size} devices: use a "
+                         f"multiple of {mesh.size} or fewer devices (devices=...)")
     total = spe * config.epochs
     end = total if until_step is None else min(int(until_step), total)
     opt = make_optimizer(config)  # only for init; the step builds the same chain
@@ -275,9 +288,10 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
             log(f"[{name}] resumed at step {int(state.step)}/{total} ({wall / 60:.1f} min so far)")
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
+    state, rest, extra = replicate((state, rest, extra), mesh)
     train_step = _train_step(loss_fn, config.lr, config.weight_decay, config.grad_clip, config.seed)
 
-    batch_at = epoch_batches(data, config.batch_size, config.seed)
+    batch_at = epoch_batches(data, config.batch_size, config.seed, mesh)
     state, history = run_loop(lambda st, b: train_step(st, rest, b, extra), state, batch_at, end=end, spe=spe,
                               config=config, history=history, wall=wall, name=name, progress=progress, log=log,
                               save=None if ckpt is None else
@@ -286,9 +300,10 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
     return state.params, history
 
 
-def epoch_batches(data: dict, batch_size: int, seed: int) -> Callable[[int], dict]:
+def epoch_batches(data: dict, batch_size: int, seed: int, mesh=None) -> Callable[[int], dict]:
     """``batch_at(step) -> {name: (B, ...) device array}``: epoch ``e`` visits the samples in the order
-    ``default_rng([seed, e]).permutation(n)`` (drop-last), so a batch depends only on (seed, step)."""
+    ``default_rng([seed, e]).permutation(n)`` (drop-last), so a batch depends only on (seed, step).
+    With a device ``mesh`` (:func:`jaxeit.parallel.data_mesh`) the batch axis is split over its devices."""
     n = len(next(iter(data.values())))
     spe = n // batch_size
     perms: dict[int, np.ndarray] = {}
@@ -299,7 +314,8 @@ def epoch_batches(data: dict, batch_size: int, seed: int) -> Callable[[int], dic
             perms.clear()
             perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
         idx = np.sort(perms[epoch][pos * batch_size:(pos + 1) * batch_size])
-        return {k: jnp.asarray(v[idx]) for k, v in data.items()}
+        batch = {k: v[idx] for k, v in data.items()}
+        return {k: jnp.asarray(v) for k, v in batch.items()} if mesh is None else shard_batch(batch, mesh)
     return batch_at
 
 
