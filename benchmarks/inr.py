@@ -10,17 +10,20 @@ sampled there directly; mesh methods by element lookup).
 2. Mesh robustness (Diff-INR §5.4): INR+TV with one κ on 4 meshes of increasing
    density: SSIM per mesh and pairwise SSIM between the renderings.
 3. κ sweep (5 values) on 2 meshes.
-4. Speed: one INR+TV iteration on a ~1k-element mesh and a whole reconstruction.
+4. Speed: one INR+TV iteration on a ~1k-element mesh and a whole reconstruction
+   (``--speed-only`` reruns just this section in the existing results file).
 
 Writes benchmarks/results/inr.md and inr_thorax.png.
 
-    python benchmarks/inr.py [--quick]
+    python benchmarks/inr.py [--quick] [--speed-only]
 """
 
 from __future__ import annotations
 
 import argparse
+import datetime
 import itertools
+import os
 import sys
 import time
 from pathlib import Path
@@ -69,11 +72,38 @@ def mean_std(vals):
     return f"{vals.mean():.3f} ± {vals.std():.3f}"
 
 
+def speed_rows(prot, v, iters):
+    """Section 4: ms per INR+TV iteration (compiled) and a whole reconstruction on a ~1k-element mesh."""
+    m1k = mesh.disk(radius=R, electrode_width=WIDTH, h=0.15 * R)
+    f1k = ForwardModel(m1k, prot, contact_impedance=Z)
+    speed = []
+    for gs in (32, 64):
+        reconstruct(f1k, v, "inr+tv", iterations=50, chunk=50, grid_size=gs)  # compile
+        t0 = time.perf_counter()
+        reconstruct(f1k, v, "inr+tv", iterations=200, chunk=50, grid_size=gs)
+        per_iter = (time.perf_counter() - t0) / 200
+        t0 = time.perf_counter()
+        reconstruct(f1k, v, "inr+tv", iterations=iters, grid_size=gs)
+        speed.append([f"{gs}×{gs}", m1k.n_elements, 1e3 * per_iter, iters, time.perf_counter() - t0])
+    return speed
+
+
+def speed_section(speed) -> str:
+    # the load average tells how far a shared machine was from quiet while timing
+    load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    return (f"## 4. Speed ({os.cpu_count()}-core CPU, compiled; {datetime.datetime.now():%Y-%m-%d %H:%M}, "
+            f"load average {load})\n\n"
+            + markdown_table(["grid", "elements", "ms / INR+TV iteration", "iterations", "whole reconstruction (s)"],
+                             speed) + "\n")
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, 1 SNR, fewer iterations (smoke run)")
     ap.add_argument("--iterations", type=int, default=600)
     ap.add_argument("--thorax-only", action="store_true", help="only section 1 (writes inr_thorax.md)")
+    ap.add_argument("--speed-only", action="store_true",
+                    help="only section 4, replacing it in the existing results file")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     args.out = args.out or RESULTS / ("inr_thorax.md" if args.thorax_only else "inr.md")
@@ -84,6 +114,14 @@ def main(argv=None):
     phantom = phantoms.thorax(R)
     truth = np.asarray(phantoms.on_grid(phantom, g))
     v_clean = fwd.voltages(phantoms.on_mesh(phantom, fine))
+    if args.speed_only:
+        text = args.out.read_text()
+        head = text[:text.index("## 4. Speed")] if "## 4. Speed" in text else text.rstrip("\n") + "\n\n"
+        section = speed_section(speed_rows(prot, noise.add_noise(v_clean, 50.0, jax.random.PRNGKey(1000)), iters))
+        atomic_write_text(args.out, head + section)
+        print(section)
+        print(f"written {args.out}")
+        return
     methods = {"GN": ("gn", {}), "TV": ("tv", {}), "INR": ("inr", dict(iterations=iters)),
                "INR+TV": ("inr+tv", dict(iterations=iters))}
 
@@ -160,18 +198,7 @@ def main(argv=None):
             sweep[k].append(scores(image_of(res, fm, g), truth, mask, res.background)["SSIM"])
             print("kappa", label, k, sweep[k][-1], flush=True)
 
-    # 4. speed on a ~1k-element mesh (compiled)
-    m1k = mesh.disk(radius=R, electrode_width=WIDTH, h=0.15 * R)
-    f1k = ForwardModel(m1k, prot, contact_impedance=Z)
-    speed = []
-    for gs in (32, 64):
-        reconstruct(f1k, v50, "inr+tv", iterations=50, chunk=50, grid_size=gs)  # compile
-        t0 = time.perf_counter()
-        reconstruct(f1k, v50, "inr+tv", iterations=200, chunk=50, grid_size=gs)
-        per_iter = (time.perf_counter() - t0) / 200
-        t0 = time.perf_counter()
-        reconstruct(f1k, v50, "inr+tv", iterations=iters, grid_size=gs)
-        speed.append([f"{gs}×{gs}", m1k.n_elements, 1e3 * per_iter, iters, time.perf_counter() - t0])
+    speed = speed_rows(prot, v50, iters)
 
     text = header + section1
     text += "## 2. Mesh robustness (INR+TV, 50 dB, same κ)\n\n"
@@ -179,10 +206,7 @@ def main(argv=None):
     text += "\n\nPairwise SSIM between the 128×128 renderings:\n\n" + markdown_table(["pair", "SSIM"], pair_rows)
     text += "\n\n## 3. κ sweep (INR+TV, 50 dB): SSIM vs truth\n\n"
     text += markdown_table(["κ"] + list(sweep_meshes), [[k] + sweep[k] for k in kappas])
-    text += "\n\n## 4. Speed (2-core CPU, compiled)\n\n"
-    text += markdown_table(["grid", "elements", "ms / INR+TV iteration", "iterations", "whole reconstruction (s)"],
-                           speed)
-    text += "\n"
+    text += "\n\n" + speed_section(speed)
     atomic_write_text(args.out, text)
     print(text)
     print(f"written {args.out}")

@@ -9,7 +9,8 @@ from flax import nnx
 
 from jaxeit import ForwardModel, grid, mesh, noise, phantoms, protocol
 from jaxeit.inr import INR, INRConfig, bandwidth_for_mesh, mesh_resolution, render, total_variation
-from jaxeit.inr.fit import _loss, make_problem
+from jaxeit.inr.fit import _loss, data_loss, make_problem
+from jaxeit.inr.model import domain_frame, normalise_coordinates
 from jaxeit.recon import reconstruct
 
 
@@ -54,6 +55,35 @@ def test_jitted_step_gradient_equals_explicit_jacobian(small_disk):
     for a, b in zip(jax.tree.leaves(g_auto), jax.tree.leaves(g_explicit)):
         scale = float(jnp.max(jnp.abs(b))) + 1e-30
         np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
+
+
+def test_one_pass_loss_equals_two_pass_formula(small_disk):
+    """Precomputed features, one MLP pass and inside-only pixels give the loss of the direct formula:
+    ‖F(σθ(centroids)) − v‖²/‖v‖² + w·TV(σθ(grid)/σ_bg inside the mask, 1 outside), and its gradient."""
+    fm = ForwardModel(small_disk, protocol.adjacent(16))
+    v = fm.voltages(jnp.full(small_disk.n_elements, 1.1) + 0.3 * (small_disk.centroids()[:, 0] > 0.3))
+    prob, g = make_problem(fm, v, 16)
+    assert prob.n_centroids == small_disk.n_elements and 0 < prob.grid_index.size < 16 * 16
+    net = INR(bandwidth=2.0, background=prob.background, n_features=16, width=16, depth=2,
+              rngs=nnx.Rngs(params=0), output_scale=0.3)
+    graphdef, params, rest = nnx.split(net, nnx.Param, ...)
+    tv = total_variation(prob.mask, pixel_size=2 / 16)
+    kw = dict(graphdef=graphdef, rest=rest, model=fm, v=v, regs=(tv,), weights=jnp.asarray([0.1]))
+
+    def direct(p):
+        inr = nnx.merge(graphdef, p, rest)
+        centre, scale = frame = domain_frame(small_disk)
+        d = data_loss(fm, inr(normalise_coordinates(small_disk.centroids(), *frame)), v, prob.v_norm2)
+        image = inr(normalise_coordinates(g.points(), centre, scale)).reshape(g.shape) / prob.background
+        return d + 0.1 * tv(jnp.where(prob.mask, image, 1.0))
+
+    key = jax.random.PRNGKey(0)
+    for p_ in (prob, prob.with_features(net.features)):
+        val, grad = jax.value_and_grad(lambda p: _loss(p, key, prob=p_, **kw)[0])(params)
+        ref_val, ref_grad = jax.value_and_grad(direct)(params)
+        np.testing.assert_allclose(val, ref_val, rtol=1e-5)
+        for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
+            np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
 
 
 def test_total_variation_of_a_disk():

@@ -3,7 +3,10 @@
 Each iteration — INR evaluation at element centroids and on the grid, the FEM
 solve and its adjoint (``custom_linear_solve``), the regularisers, and the Adam
 update — is one jitted function; ``chunk`` iterations run inside a
-``lax.scan`` per call, with a tqdm bar over chunks.
+``lax.scan`` per call, with a tqdm bar over chunks. The evaluation points are
+fixed, so their Fourier features are computed once per fit and each step runs
+only the MLP, in one pass over the centroids and the grid pixels inside the
+domain.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ from ..grid import Grid, domain_mask
 from ..recon.classical import fit_homogeneous
 from ..recon.result import Result
 from .bandwidth import DEFAULT_KAPPA, bandwidth_for_mesh
-from .model import INR, domain_frame, normalise_coordinates
+from .model import INR, FourierFeatures, domain_frame, normalise_coordinates
 from .regularizers import Regularizer, as_pytree
 
 __all__ = ["INRConfig", "fit_inr", "inr_reconstruct", "render", "make_problem", "data_loss"]
@@ -46,30 +49,55 @@ class INRConfig:
     chunk: int = 50  # iterations per jitted scan call
 
 
-@functools.partial(jax.tree_util.register_dataclass, data_fields=["centroids", "grid_points", "mask", "background",
-                                                                   "v_norm2"], meta_fields=["grid_shape"])
+@functools.partial(jax.tree_util.register_dataclass,
+                   data_fields=["points", "features", "grid_index", "mask", "background", "v_norm2"],
+                   meta_fields=["n_centroids", "grid_shape"])
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Arrays of a fit (pytree leaves): evaluation points, grid, mask, data scale; grid_shape is static."""
+    """Arrays of a fit (pytree leaves): evaluation points, grid, mask, data scale; the sizes are static.
 
-    centroids: jax.Array  # (E, 2) normalised
-    grid_points: jax.Array  # (H·W, 2) normalised
+    The INR is evaluated in one pass on ``points``: the E element centroids, then
+    the G grid pixels inside the domain (pixels outside are fixed to σ_bg in the
+    regulariser image, so they are never evaluated).
+    """
+
+    points: jax.Array  # (E + G, 2) float32, normalised
+    features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step)
+    grid_index: jax.Array  # (G,) int32 flat indices of the inside pixels in the (H, W) grid
     mask: jax.Array  # (H, W) bool
     background: jax.Array  # σ_bg
     v_norm2: jax.Array  # ‖v‖²
-    grid_shape: tuple
+    n_centroids: int  # E
+    grid_shape: tuple  # (H, W)
+
+    @property
+    def centroids(self) -> jax.Array:
+        """(E, 2) float32 normalised element centroids."""
+        return self.points[: self.n_centroids]
+
+    def with_features(self, features: FourierFeatures) -> Problem:
+        """This problem with the features of ``points`` precomputed: exact, as B is not trained."""
+        return dataclasses.replace(self, features=features.columns(self.points))
 
 
-def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None):
-    """Evaluation points and the grid in the mesh's normalised frame; returns (Problem, Grid)."""
+def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None, *,
+                 evaluate_grid: bool = True):
+    """Evaluation points and the grid in the mesh's normalised frame; returns (Problem, Grid).
+
+    ``evaluate_grid=False`` (a fit without regularisers) leaves the grid pixels
+    out of the evaluation points; the regulariser image is then all ones.
+    """
     centre, scale = domain_frame(model.mesh)
     grid = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, grid_size, grid_size)
     bg = fit_homogeneous(model, v) if background is None else float(background)
+    mask = np.asarray(domain_mask(grid, model.mesh))
+    inside = np.flatnonzero(mask.ravel()) if evaluate_grid else np.zeros(0, np.int64)
+    points = np.concatenate([model.mesh.centroids(), grid.points()[inside]])
     prob = Problem(
-        centroids=normalise_coordinates(model.mesh.centroids(), centre, scale).astype(jnp.float32),
-        grid_points=normalise_coordinates(grid.points(), centre, scale).astype(jnp.float32),
-        grid_shape=grid.shape, mask=jnp.asarray(domain_mask(grid, model.mesh)), background=jnp.asarray(bg),
-        v_norm2=jnp.sum(jnp.asarray(v, jnp.float64) ** 2))
+        points=normalise_coordinates(points, centre, scale).astype(jnp.float32), features=None,
+        grid_index=jnp.asarray(inside, jnp.int32), mask=jnp.asarray(mask), background=jnp.asarray(bg),
+        v_norm2=jnp.sum(jnp.asarray(v, jnp.float64) ** 2), n_centroids=model.mesh.n_elements,
+        grid_shape=grid.shape)
     return prob, grid
 
 
@@ -81,8 +109,13 @@ def data_loss(model: ForwardModel, sigma, v, v_norm2):
 
 def _loss(params, key, *, graphdef, rest, model, v, prob: Problem, regs, weights):
     inr = nnx.merge(graphdef, params, rest)
-    d = data_loss(model, inr(prob.centroids), v, prob.v_norm2)
-    image = jnp.where(prob.mask, inr(prob.grid_points).reshape(prob.grid_shape) / prob.background, 1.0)
+    feats = inr.features.columns(prob.points) if prob.features is None else prob.features
+    sigma = jnp.exp(inr.log_sigma_of_features(feats))  # one MLP pass over centroids and inside pixels
+    d = data_loss(model, sigma[: prob.n_centroids], v, prob.v_norm2)
+    inside = sigma[prob.n_centroids:] / prob.background
+    image = (jnp.ones(prob.mask.size, inside.dtype)
+             .at[prob.grid_index].set(inside, indices_are_sorted=True, unique_indices=True)
+             .reshape(prob.grid_shape))
     keys = jax.random.split(key, max(len(regs), 1))
     reg_terms = [weights[i] * fn(image, keys[i]) for i, fn in enumerate(regs)]
     r = sum(reg_terms) if reg_terms else jnp.zeros(())
@@ -169,11 +202,12 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(0) if key is None else key
     v = jnp.asarray(v, jnp.float64)
-    prob, grid = make_problem(model, v, config.grid_size, background)
+    prob, grid = make_problem(model, v, config.grid_size, background, evaluate_grid=bool(regularizers))
     k_init, k_loop = jax.random.split(key)
     inr = INR(bandwidth=bandwidth_for_mesh(model.mesh, config.kappa), background=prob.background,
               n_features=config.n_features, width=config.width, depth=config.depth,
               rngs=nnx.Rngs(params=k_init))
+    prob = prob.with_features(inr.features)
     graphdef, params, rest = nnx.split(inr, nnx.Param, ...)
     n_chunks = -(-config.iterations // config.chunk)
     total = n_chunks * config.chunk

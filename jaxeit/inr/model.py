@@ -28,8 +28,13 @@ class FourierFeatures(nnx.Module):
         self.B = nnx.Variable(b.astype(jnp.float32))  # a plain Variable, not nnx.Param: never optimised
 
     def __call__(self, x):
-        proj = 2 * jnp.pi * (x.astype(jnp.float32) @ self.B[...].T)
-        return jnp.concatenate([jnp.cos(proj), jnp.sin(proj)], axis=-1)
+        """x (P, 2) → (P, 2m) float32."""
+        return self.columns(x).T
+
+    def columns(self, x):
+        """x (P, 2) → (2m, P) float32, one column per point: the layout :meth:`INR.log_sigma_of_features` takes."""
+        proj = 2 * jnp.pi * (self.B[...] @ x.astype(jnp.float32).T)
+        return jnp.concatenate([jnp.cos(proj), jnp.sin(proj)], axis=0)
 
 
 class INR(nnx.Module):
@@ -52,11 +57,23 @@ class INR(nnx.Module):
                               kernel_init=nnx.initializers.variance_scaling(output_scale**2, "fan_in", "normal"))
         self.log_background = nnx.Variable(jnp.log(jnp.asarray(background, jnp.float32)))
 
-    def log_sigma(self, x):
-        h = self.features(x)
+    def log_sigma_of_features(self, cols):
+        """log σ_θ from Fourier features (2m, P) float32 (one column per point) → (P,) float32.
+
+        The trained part of the network. Features of fixed points do not depend
+        on θ, so a fit computes them once and calls this every step. Activations
+        are kept as (units, P): on XLA's CPU backend the value and gradient then
+        took ~20 % less CPU time than with points as rows, where every weight
+        gradient contracts the leading (point) axis, a slow matmul form there.
+        """
+        h = cols
         for layer in self.hidden:
-            h = jax.nn.relu(layer(h))
-        return self.out(h)[..., 0] + self.log_background[...]
+            h = jax.nn.relu(layer.kernel[...].T @ h + layer.bias[...][:, None])
+        return (self.out.kernel[...].T @ h)[0] + self.out.bias[...][0] + self.log_background[...]
+
+    def log_sigma(self, x):
+        """log σ_θ at points x (P, 2) → (P,) float32."""
+        return self.log_sigma_of_features(self.features.columns(x))
 
     def __call__(self, x):
         return jnp.exp(self.log_sigma(x))
