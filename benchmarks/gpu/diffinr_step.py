@@ -69,6 +69,7 @@ def build(h: float) -> StepProblem:
     sds = SDSRegularizer(prior, np.asarray(prob.mask))
     inr = INR(bandwidth=bandwidth_for_mesh(mesh, cfg.kappa), background=prob.background, n_features=cfg.n_features,
               width=cfg.width, depth=cfg.depth, rngs=nnx.Rngs(params=jax.random.PRNGKey(0)))
+    prob = prob.with_features(inr.features)      # as jaxeit.inr.fit does: B is fixed, features computed once
     graphdef, params, rest = nnx.split(inr, nnx.Param, ...)
     return StepProblem(model, v, prob, sds, graphdef, params, rest, _optimizer(cfg, 600.0), cfg)
 
@@ -99,7 +100,8 @@ def unfused_step(p: StepProblem):
         return inr(params)(prob.centroids)
 
     def x_of(params):                                       # the prior's normalised image (n, n)
-        image = jnp.where(prob.mask, inr(params)(prob.grid_points).reshape(prob.grid_shape) / prob.background, 1.0)
+        inside = inr(params)(prob.points[prob.n_centroids:]) / prob.background
+        image = jnp.ones(prob.mask.size, inside.dtype).at[prob.grid_index].set(inside).reshape(prob.grid_shape)
         return sds.normalise(image)
 
     sigma_call = jax.jit(sigma_of)
