@@ -25,7 +25,6 @@ from __future__ import annotations
 import argparse
 import functools
 import math
-import os
 import sys
 import time
 from pathlib import Path
@@ -36,8 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
 
 import jaxeit  # noqa: E402,F401
-from jaxeit import metrics  # noqa: E402
-from jaxeit.io import load_kit4, load_ktc2023, load_ktc_truth  # noqa: E402
+from jaxeit.io import data_dir, load_kit4, load_ktc2023, load_ktc_truth  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.plot import save_figure  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, fit_geometry, forward_model, kit4_mesh, ktc_mesh  # noqa: E402
@@ -59,13 +57,6 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
 BEST = "MAP-GN, organisers' prior + drift"
 KIT4_METHODS = {"TV (PD-IPM)": ("tv", dict(alpha=1e-4, max_iter=25)), "GN, Laplace": ("gn", dict(alpha=0.03)),
                 "INR+TV": ("inr+tv", {}), "Diff-INR": ("diff-inr", {})}
-
-
-def data_dir(arg) -> Path:
-    if arg:
-        return Path(arg)
-    env = os.environ.get("JAXEIT_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
 
 
 def pct(x):
@@ -290,7 +281,7 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
         ds = load_kit4(kdir / f"datamat_{n}.mat", kdir / "datamat_1_0.mat", patterns="all")
         method, opts = methods[geo_method]
         res = reconstruct_dataset(ds, plain, method, calibration=cal_plain, weights="ktc", **opts)
-        contrast = _kit4_contrast(res.sigma, cal_plain.sigma)
+        contrast = k4.log_contrast(res.sigma, cal_plain.sigma)
         found[n] = (contrast, k4.KIT4_TARGETS[n])
     geo_rows, best_geo = [], {}
     for reflect in (False, True):
@@ -317,7 +308,7 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
         for mname, (method, opts) in methods.items():
             t0 = time.perf_counter()
             res = reconstruct_dataset(prob, method=method, **opts)
-            contrast = _kit4_contrast(res.sigma, cal.sigma)
+            contrast = k4.log_contrast(res.sigma, cal.sigma)
             recos[(mname, n)] = contrast
             incs = k4.reconstruction_inclusions(mesh, contrast, k4.KIT4_TARGETS[n]["metal"],
                                                 k4.KIT4_TARGETS[n]["plastic"])
@@ -326,32 +317,11 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
                 rows.append([n, mname, r.kind, f"({100 * p.centre[0]:.1f}, {100 * p.centre[1]:.1f})",
                              f"({100 * r.centre[0]:.1f}, {100 * r.centre[1]:.1f})", f"{100 * d:.2f}",
                              f"{1e4 * p.area:.1f}", f"{1e4 * r.area:.1f}", f"{r.area / p.area:.2f}"])
-            img_rcr = _image_rcr(mesh, contrast, truth[n])
+            img_rcr = k4.image_rcr(mesh, contrast, truth[n])
             rcr_rows.append([n, mname, f"{img_rcr:.2f}", f"{time.perf_counter() - t0:.1f}"])
             print(f"KIT4 {n} {mname}: done", flush=True)
     _kit4_figure(photos, frames, truth, recos, mesh, methods, out_dir / "real_data_kit4.png")
     return geo_rows, best_geo, rows, rcr_rows, frames, truth
-
-
-def _kit4_contrast(sigma, sigma_bg):
-    """log(σ/σ_bg) minus its median (the background level of the target recording)."""
-    c = np.log(np.maximum(np.asarray(sigma), 1e-3 * sigma_bg) / sigma_bg)
-    return c - np.median(c)
-
-
-def _image_rcr(mesh, contrast, photo_incs, size: int = 128):
-    """metrics.rcr of the reconstruction against an image of the photographed inclusions (disks of equal area)."""
-    from jaxeit.grid import Grid, mesh_to_grid_elements
-
-    g = Grid.square(0.14, size)
-    img = np.asarray(mesh_to_grid_elements(mesh, g)(contrast))
-    pts = g.centres()
-    ref = np.zeros(g.shape)
-    for inc in photo_incs:
-        inside = np.hypot(pts[..., 0] - inc.centre[0], pts[..., 1] - inc.centre[1]) < math.sqrt(inc.area / math.pi)
-        ref[inside] = 1.0 if inc.kind == "metal" else -1.0
-    mask = np.hypot(pts[..., 0], pts[..., 1]) < 0.14
-    return float(metrics.rcr(img, ref, mask=mask))
 
 
 def _kit4_figure(photos, frames, truth, recos, mesh, methods, path):
@@ -364,19 +334,7 @@ def _kit4_figure(photos, frames, truth, recos, mesh, methods, path):
     axes = fig.subplots(len(names), 1 + len(methods), squeeze=False)
     t = np.linspace(0, 2 * math.pi, 200)
     for i, n in enumerate(names):
-        fr = frames[n]
-        ax = axes[i, 0]
-        ax.imshow(photos[n])
-        ax.plot(fr.centre[0] + fr.radius_px * np.cos(t), fr.centre[1] - fr.radius_px * np.sin(t), "c", lw=0.6)
-        e1r, e1c = fr.to_pixels(0.14 * np.array([math.cos(fr.electrode1_angle), math.sin(fr.electrode1_angle)]))
-        ax.plot(e1c, e1r, "r*", ms=9)
-        for inc in truth[n]:
-            r, c = fr.to_pixels(inc.centre)
-            rad = inc.radius / fr.metres_per_pixel
-            ax.plot(c + rad * np.cos(t), r - rad * np.sin(t), "y" if inc.kind == "metal" else "m", lw=0.8)
-        ax.set_title(f"fantom_{n}.jpg (★ electrode 1)", fontsize=8)
-        ax.set_xticks([])
-        ax.set_yticks([])
+        k4.plot_photo(axes[i, 0], photos[n], frames[n], truth[n], title=f"fantom_{n}.jpg (★ electrode 1)")
         for j, mname in enumerate(methods):
             ax = axes[i, 1 + j]
             c = recos[(mname, n)]

@@ -1,12 +1,13 @@
 """The ``jaxeit`` command.
 
-    jaxeit demo [--out out/] [--quick]        simulate the thorax phantom and reconstruct it (writes a figure)
-    jaxeit reconstruct DATA.npz --method tv    reconstruct from voltages in an .npz (writes image + figure)
-    jaxeit simulate --help                     generate a paired data set (DGM study)
-    jaxeit train-prior --help                  train the diffusion prior of Diff-INR
-    jaxeit benchmark forward|classical|inr     run a benchmark script (writes benchmarks/results/*.md)
+    jaxeit demo [--out out/] [--quick]             simulate the thorax phantom and reconstruct it (writes a figure)
+    jaxeit reconstruct FILE --method tv            reconstruct from an .npz of voltages, a KIT4 or a KTC2023 file
+    jaxeit simulate OUT [options]                  generate a paired data set (DGM study)
+    jaxeit train-prior --workdir DIR [options]     train the diffusion prior of Diff-INR
+    jaxeit benchmark NAME [--quick]                run a benchmark script (writes benchmarks/results/*.md)
 
-Errors are printed as one line (``jaxeit: error: ...``), not a traceback.
+``jaxeit <command> --help`` shows each command's options and examples. Errors
+are printed as one line (``jaxeit: error: ...``), not a traceback.
 """
 
 from __future__ import annotations
@@ -77,49 +78,217 @@ def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0) ->
     return path
 
 
-def reconstruct_file(path: Path, *, method: str, out: Path, radius: float, n_electrodes: int, width: float,
-                     h: float, contact_impedance: float, electrode_model: str, iterations: int | None) -> Path:
-    """Reconstruct from an ``.npz`` holding ``v`` (M,) and optionally ``reference`` (M,).
+_NPZ_H = 0.1          # default mesh size of the unit disk (.npz input)
+_KIT4_H = 0.013       # reconstruction meshes of the real-data benchmark (benchmarks/real_data.py)
+_KTC_H = 0.014
+_INR = ("inr", "inr+tv", "diff-inr")
+_ITERATIVE = ("gn", "lm", "tv", "tv-log", "gn-map")
 
-    The mesh is a gmsh disk of ``radius`` with ``n_electrodes`` electrodes of ``width``; the protocol
-    is the adjacent one (16 electrodes: 208 measurements). Writes ``<out>/<stem>_<method>.npz``
-    (element σ, the 128×128 image, history) and a PNG; returns the .npz path.
+
+def data_kind(path: Path) -> str:
+    """``"npz"``, ``"kit4"`` or ``"ktc"``: what kind of measurement file ``path`` is (by its variables).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if it is neither an .npz nor a KIT4 / KTC2023 MATLAB file.
     """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} does not exist")
+    if path.suffix == ".npz":
+        return "npz"
+    if path.suffix == ".mat":
+        from scipy.io import whosmat
+
+        try:
+            names = {n for n, *_ in whosmat(str(path))}
+        except Exception as err:  # scipy raises several types for files that are not MATLAB files
+            raise ValueError(f"cannot read {path} as a MATLAB file ({err})") from err
+        if {"CurrentPattern", "MeasPattern", "Uel"} <= names:
+            return "kit4"
+        if {"Inj", "Mpat", "Uel"} <= names:
+            return "ktc"
+        raise ValueError(f"{path} is neither a KIT4 file (CurrentPattern, MeasPattern, Uel) nor a KTC2023 file "
+                         f"(Inj, Mpat, Uel); it holds {sorted(names)}")
+    raise ValueError(f"{path}: expected an .npz of voltages or a KIT4 / KTC2023 .mat file")
+
+
+def methods_for(kind: str) -> list[str]:
+    """The reconstruction methods ``jaxeit reconstruct`` accepts for a file of ``kind``."""
+    if kind == "npz":
+        from .recon import METHODS
+    elif kind == "kit4":
+        from .realdata.imaging import METHODS
+    else:
+        from .realdata.ktc import METHODS
+    return sorted(METHODS)
+
+
+def _iteration_option(method: str, iterations: int | None) -> dict:
+    if iterations is None or method not in _INR + _ITERATIVE:
+        return {}
+    return {"iterations" if method in _INR else "max_iter": iterations}
+
+
+def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0, n_electrodes: int = 16,
+                     width: float = 0.2, h: float | None = None, contact_impedance: float = 0.01,
+                     electrode_model: str = "cem", iterations: int | None = None, reference: Path | None = None,
+                     level: int = 1, patterns: str = "all") -> Path:
+    """Reconstruct one measurement file and write ``<out>/<stem>_<method>.npz`` and a PNG figure.
+
+    * ``.npz`` holding ``v`` (M,) and optionally ``reference`` (M,): a gmsh disk of
+      ``radius`` with ``n_electrodes`` electrodes of ``width``, the adjacent protocol
+      (16 electrodes: 208 measurements), mesh size ``h`` (default 0.1). Writes element
+      σ, the 128×128 image and the residual history.
+    * KIT4 ``datamat_<i>_<j>.mat``: difference imaging against ``reference`` (default
+      ``datamat_1_0.mat`` beside it; absolute imaging when there is none or the file is
+      that reference), ``patterns`` ("all" 79 or the 16 "adjacent" current patterns), calibrated background and contact
+      impedance, :func:`jaxeit.realdata.kit4_mesh` (``h`` default 1.3 cm). Writes σ, the
+      log-contrast and its 128×128 image.
+    * KTC2023 ``data<k>.mat``: difference imaging against ``reference`` (default
+      ``ref.mat`` beside it) at difficulty ``level``, segmentation and, when
+      ``true<k>.mat`` lies beside it, the challenge score
+      (:func:`jaxeit.realdata.ktc.reconstruct_ktc`; ``h`` default 1.4 cm).
+
+    Returns the .npz path. Raises ``FileNotFoundError`` / ``ValueError`` with a
+    one-line message for missing files, unknown methods and bad data.
+    """
+    path = Path(path)
+    kind = data_kind(path)
+    allowed = methods_for(kind)
+    if method not in allowed:
+        raise ValueError(f"unknown method {method!r} for a {kind.upper()} file; choose one of: {', '.join(allowed)}")
+    if reference is not None and not Path(reference).is_file():
+        raise FileNotFoundError(f"reference file {reference} does not exist")
+    target = Path(out) / f"{path.stem}_{method}.npz"
+    if kind == "npz":
+        _reconstruct_npz(path, target, method=method, radius=radius, n_electrodes=n_electrodes, width=width,
+                         h=_NPZ_H if h is None else h, contact_impedance=contact_impedance,
+                         electrode_model=electrode_model, iterations=iterations)
+    elif kind == "kit4":
+        _reconstruct_kit4(path, target, method=method, h=_KIT4_H if h is None else h, iterations=iterations,
+                          reference=reference, patterns=patterns)
+    else:
+        _reconstruct_ktc(path, target, method=method, h=_KTC_H if h is None else h, iterations=iterations,
+                         reference=reference, level=level)
+    print(f"written {target} and {target.with_suffix('.png')}")
+    return target
+
+
+def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, contact_impedance, electrode_model,
+                     iterations):
     import numpy as np
 
     from . import ForwardModel, grid, mesh, plot, protocol
     from .io_utils import atomic_path
     from .recon import reconstruct
 
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist")
     try:
         data = np.load(path)
     except Exception as err:  # numpy raises several types for unreadable files
         raise ValueError(f"cannot read {path} as .npz ({err}); save voltages with numpy.savez(path, v=...)") from err
     if "v" not in data:
         raise ValueError(f"{path} has no array 'v' (measured voltages); found {sorted(data.files)}")
+    arrays = {"v": data["v"], **({"reference": data["reference"]} if "reference" in data.files else {})}
+    for name, a in arrays.items():
+        bad = ~np.isfinite(np.asarray(a, np.float64))
+        if bad.any():  # checked before meshing: a NaN would otherwise surface only after the set-up
+            raise ValueError(f"{path}: '{name}' has {int(bad.sum())} NaN/inf values (first at index "
+                             f"{int(np.flatnonzero(bad.ravel())[0])}); remove those measurements")
     m = mesh.disk(radius=radius, n_electrodes=n_electrodes, electrode_width=width, h=h)
     fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
                       electrode_model=electrode_model)
-    opts = {}
-    if "reference" in data.files and method in ("one-step", "bp"):
-        opts["reference"] = data["reference"]
-    if iterations is not None:
-        opts["iterations" if method in ("inr", "inr+tv", "diff-inr") else "max_iter"] = iterations
+    opts = _iteration_option(method, iterations)
+    if "reference" in arrays and method in ("one-step", "bp"):
+        opts["reference"] = arrays["reference"]
     g = grid.Grid.square(radius, 128)
-    res = reconstruct(fm, data["v"], method, grid=g, **opts)
-    out = Path(out)
-    target = out / f"{path.stem}_{method}.npz"
+    res = reconstruct(fm, arrays["v"], method, grid=g, **opts)
     with atomic_path(target) as tmp:
         np.savez(tmp, sigma=res.sigma, image=res.image, nodes=m.nodes, triangles=m.triangles,
                  residual=np.asarray(res.history.get("residual", [])))
     mask = np.hypot(*np.meshgrid(g.x, g.y)) < radius
     plot.compare({method: res.image}, grid=g, mask=mask, path=target.with_suffix(".png"),
                  title=f"{path.name}: {method}")
-    print(f"{res}\nwritten {target} and {target.with_suffix('.png')}")
-    return target
+    print(res)
+
+
+def _mesh_figure(target, mesh, values, title, extra=None):
+    """PNG beside ``target``: element values on the mesh (red = conductive), optionally a second image panel."""
+    import numpy as np
+    from matplotlib.figure import Figure
+
+    from .plot import plot_mesh_values, save_figure
+
+    fig = Figure(figsize=(4.2 * (2 if extra else 1), 4.2))
+    axes = fig.subplots(1, 2 if extra else 1, squeeze=False)[0]
+    vmax = float(np.abs(values).max()) or 1.0
+    plot_mesh_values(axes[0], mesh, values, electrodes=True, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
+    axes[0].set_title(title, fontsize=9)
+    if extra:
+        img, extra_title = extra
+        axes[1].imshow(img, vmin=0, vmax=2, cmap="gray")
+        axes[1].set_title(extra_title, fontsize=9)
+    for ax in axes:
+        ax.set_xticks([])
+        ax.set_yticks([])
+    fig.tight_layout()
+    save_figure(fig, target.with_suffix(".png"), dpi=110)
+
+
+def _reconstruct_kit4(path, target, *, method, h, iterations, reference, patterns):
+    import numpy as np
+
+    from .grid import Grid, mesh_to_grid_elements
+    from .io import load_kit4
+    from .io.kit4 import KIT4_RADIUS
+    from .io_utils import atomic_path
+    from .realdata import calibrate_dataset, kit4_mesh
+    from .realdata.imaging import prepare, reconstruct_dataset
+    from .realdata.kit4 import log_contrast
+
+    if reference is None:
+        default = path.with_name("datamat_1_0.mat")
+        reference = default if default.is_file() and default.resolve() != path.resolve() else None
+    mode = "absolute" if reference is None else "difference"
+    if mode == "absolute" and method == "bp":
+        raise ValueError("back-projection is a difference method: give --reference (the empty tank datamat_1_0.mat)")
+    mesh = kit4_mesh(h=h)
+    ds = load_kit4(path, reference, patterns=patterns)
+    cal = calibrate_dataset(ds, mesh, use="reference" if reference is not None else "voltages")
+    print(f"{ds.name}: {mode} imaging on {mesh.n_elements} elements; {cal}")
+    res = reconstruct_dataset(prepare(ds, mesh, calibration=cal, weights="ktc"), method=method, mode=mode,
+                              **_iteration_option(method, iterations))
+    contrast = log_contrast(res.sigma, cal.sigma)
+    image = np.asarray(mesh_to_grid_elements(mesh, Grid.square(KIT4_RADIUS, 128))(contrast))
+    with atomic_path(target) as tmp:
+        np.savez(tmp, sigma=res.sigma, contrast=contrast, image=image, sigma_bg=cal.sigma, nodes=mesh.nodes,
+                 triangles=mesh.triangles)
+    _mesh_figure(target, mesh, contrast, f"{path.name}: {method}, log σ/σ_bg ({mode})")
+
+
+def _reconstruct_ktc(path, target, *, method, h, iterations, reference, level):
+    import numpy as np
+
+    from .io import load_ktc2023, load_ktc_truth
+    from .io_utils import atomic_path
+    from .realdata import ktc_mesh
+    from .realdata.ktc import reconstruct_ktc
+
+    reference = Path(reference) if reference is not None else path.with_name("ref.mat")
+    if not reference.is_file():
+        raise FileNotFoundError(f"KTC2023 reference {reference} not found: give --reference (the empty tank ref.mat)")
+    truth_path = path.with_name(path.name.replace("data", "true", 1))
+    truth = load_ktc_truth(truth_path) if truth_path != path and truth_path.is_file() else None
+    mesh = ktc_mesh(h=h)
+    ds = load_ktc2023(path, reference, level=level)
+    res = reconstruct_ktc(ds, mesh, method, truth=truth, **_iteration_option(method, iterations))
+    score = "" if truth is None else f", score {res.score:.3f} against {truth_path.name}"
+    print(f"{ds.name}: level {level}, {mesh.n_elements} elements, {res.wall_time:.1f} s{score}")
+    with atomic_path(target) as tmp:
+        np.savez(tmp, contrast=res.contrast, image=res.image, segmentation=res.segmentation, score=res.score,
+                 level=level, nodes=mesh.nodes, triangles=mesh.triangles)
+    _mesh_figure(target, mesh, res.contrast, f"{path.name}: {method}, level {level}",
+                 extra=(res.segmentation, f"segmentation{score}"))
 
 
 def _run_benchmark(name: str, args: list[str]):
@@ -137,39 +306,85 @@ def _methods():
     return sorted(METHODS)
 
 
+_RECONSTRUCT_EXAMPLES = """\
+examples:
+  # voltages saved with numpy.savez('data.npz', v=v) (optional reference=v_ref): unit disk,
+  # 16 electrodes of width 0.2, adjacent protocol (208 measurements)
+  jaxeit reconstruct data.npz --method gn --iterations 5 --out out
+
+  # KIT4: difference image against datamat_1_0.mat found beside the file (coarse mesh, 16 patterns)
+  jaxeit reconstruct ../shared/data/kit4/datamat_4_1.mat --method gn --h 0.025 --patterns adjacent \\
+      --iterations 3 --out out
+
+  # KTC2023 at difficulty level 4, segmented and scored against true1.mat beside it
+  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method baseline --level 4 --h 0.025 --out out
+  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method gn-map --out out
+
+Methods: .npz {npz}; KIT4 {kit4}; KTC2023 {ktc}.
+Writes <out>/<stem>_<method>.npz (conductivity and image) and <out>/<stem>_<method>.png.
+"""
+
+
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(prog="jaxeit", description="JAX-native differentiable EIT.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
-    sub = ap.add_subparsers(dest="command", required=True)
+    sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,simulate,reconstruct,train-prior,benchmark}")
+    raw = argparse.RawDescriptionHelpFormatter
     d = sub.add_parser("demo", help="thorax phantom: simulate (CEM) and reconstruct; writes a figure",
-                       epilog="example: jaxeit demo --out out --quick")
+                       formatter_class=raw,
+                       epilog="examples:\n  jaxeit demo --out out --quick     # coarser meshes, about a minute\n"
+                              "  jaxeit demo --snr 40 --seed 1     # the full demo at 40 dB noise")
     d.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
     d.add_argument("--quick", action="store_true", help="coarser meshes (about 3× faster)")
     d.add_argument("--snr", type=float, default=50.0, help="noise level in dB (default 50)")
     d.add_argument("--seed", type=int, default=0, help="noise seed")
-    r = sub.add_parser("reconstruct", help="reconstruct from voltages in an .npz file",
-                       epilog="example: jaxeit reconstruct data.npz --method tv --out out")
-    r.add_argument("data", type=Path, help=".npz with 'v' (M,) and optionally 'reference' (M,)")
-    r.add_argument("--method", default="tv", help="one of: " + ", ".join(_methods()))
-    r.add_argument("--out", type=Path, default=Path("out"))
-    r.add_argument("--radius", type=float, default=1.0, help="tank radius (default 1)")
-    r.add_argument("--electrodes", type=int, default=16, help="number of electrodes (default 16)")
-    r.add_argument("--width", type=float, default=0.2, help="electrode width, same units (default 0.2)")
-    r.add_argument("--h", type=float, default=0.1, help="mesh size, same units (default 0.1)")
-    r.add_argument("--z", type=float, default=0.01, help="contact impedance (default 0.01)")
-    r.add_argument("--electrode-model", choices=["cem", "point"], default="cem")
-    r.add_argument("--iterations", type=int, default=None, help="iterations (iterative methods)")
-    for name, target in [("simulate", "jaxeit.data"), ("train-prior", "jaxeit.priors.train")]:
-        p = sub.add_parser(name, help=f"see `jaxeit {name} --help` ({target})", add_help=False)
-        p.add_argument("args", nargs=argparse.REMAINDER)
-    b = sub.add_parser("benchmark", help="run a benchmark script",
-                       epilog="example: jaxeit benchmark forward --quick")
+    # simulate and train-prior have their own parsers: main() hands them the rest of the command line
+    sub.add_parser("simulate", help="generate a paired simulated data set (DGM study); see `jaxeit simulate --help`",
+                   add_help=False)
+    r = sub.add_parser("reconstruct", help="reconstruct from an .npz of voltages, a KIT4 or a KTC2023 file",
+                       formatter_class=raw,
+                       epilog=_RECONSTRUCT_EXAMPLES.format(**{k: ", ".join(methods_for(k))
+                                                               for k in ("npz", "kit4", "ktc")}))
+    r.add_argument("data", type=Path, help="an .npz with 'v' (M,) and optionally 'reference' (M,), a KIT4 "
+                                           "datamat_*.mat or a KTC2023 data*.mat")
+    r.add_argument("--method", default="tv", help="reconstruction method (default tv; see below)")
+    r.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
+    r.add_argument("--h", type=float, default=None,
+                   help="mesh size in the data's units (default: 0.1 for .npz, 0.013 m KIT4, 0.014 m KTC2023)")
+    r.add_argument("--iterations", type=int, default=None, help="iterations of iterative and INR methods")
+    g = r.add_argument_group("real data (KIT4, KTC2023)")
+    g.add_argument("--reference", type=Path, default=None,
+                   help="empty-tank file (default: datamat_1_0.mat / ref.mat beside the data)")
+    g.add_argument("--level", type=int, default=1, help="KTC2023 difficulty level 1-7 (default 1)")
+    g.add_argument("--patterns", choices=("all", "adjacent"), default="all",
+                   help="KIT4 current patterns: all 79 (default) or the 16 adjacent ones")
+    g = r.add_argument_group(".npz input: the tank")
+    g.add_argument("--radius", type=float, default=1.0, help="tank radius (default 1)")
+    g.add_argument("--electrodes", type=int, default=16, help="number of electrodes (default 16)")
+    g.add_argument("--width", type=float, default=0.2, help="electrode width, same units (default 0.2)")
+    g.add_argument("--z", type=float, default=0.01, help="contact impedance (default 0.01)")
+    g.add_argument("--electrode-model", choices=["cem", "point"], default="cem")
+    sub.add_parser("train-prior", help="train the diffusion prior of Diff-INR; see `jaxeit train-prior --help`",
+                   add_help=False)
+    b = sub.add_parser("benchmark", help="run a benchmark script (source checkout)", formatter_class=raw,
+                       epilog="examples:\n  jaxeit benchmark forward --quick    # forward solver speed, a few "
+                              "minutes\n  jaxeit benchmark dgm --help         # a script's own options")
     b.add_argument("name", choices=_BENCHMARKS)
     b.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return ap
 
 
+_DELEGATED = {"simulate": "jaxeit.data", "train-prior": "jaxeit.priors.train"}
+
+
 def main(argv=None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in _DELEGATED:
+        # the whole rest, --help included, goes to the command's own parser (argparse's REMAINDER
+        # would stop at an option such as --help)
+        import importlib
+
+        return int(importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:]) or 0)
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -178,16 +393,11 @@ def main(argv=None) -> int:
             _run_benchmark(args.name, args.args)
         elif args.command == "reconstruct":
             reconstruct_file(args.data, method=args.method, out=args.out, radius=args.radius,
-                             n_electrodes=args.electrodes, width=args.width, h=args.h,
-                             contact_impedance=args.z, electrode_model=args.electrode_model,
-                             iterations=args.iterations)
-        elif args.command in ("simulate", "train-prior"):
-            import importlib
-
-            module = importlib.import_module("jaxeit.data" if args.command == "simulate" else "jaxeit.priors.train")
-            return int(module.main(args.args) or 0)
+                             n_electrodes=args.electrodes, width=args.width, h=args.h, contact_impedance=args.z,
+                             electrode_model=args.electrode_model, iterations=args.iterations,
+                             reference=args.reference, level=args.level, patterns=args.patterns)
     except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"jaxeit: error: {err}", file=sys.stderr)
+        print(f"jaxeit: error: {err}".replace("\n", " "), file=sys.stderr)
         return 2
     return 0
 

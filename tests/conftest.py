@@ -1,6 +1,5 @@
 """Shared fixtures: float64 on, small meshes built once per session, data location."""
 
-import os
 from pathlib import Path
 
 import jax
@@ -8,13 +7,13 @@ import pytest
 
 jax.config.update("jax_enable_x64", True)
 
-import jaxeit  # noqa: E402,F401
+import jaxeit  # noqa: E402
+import jaxeit.io  # noqa: E402
 
 
 def data_dir() -> Path:
     """The shared real-data folder: $JAXEIT_DATA, else ../shared/data beside the repository."""
-    env = os.environ.get("JAXEIT_DATA")
-    return Path(env) if env else Path(__file__).resolve().parents[2] / "shared" / "data"
+    return jaxeit.io.data_dir()
 
 
 @pytest.fixture(scope="session")

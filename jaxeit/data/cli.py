@@ -21,6 +21,10 @@ examples:
   # a small 64 x 64 set with 4 anomalies at 25 dB
   jaxeit simulate out/data/c4_25db --circles 4 --snr 25 --size 64 --n-train 4000 --n-val 400 --n-test 200
 
+  # a tiny smoke-test set (16 x 16 images, coarse mesh, 32 samples)
+  jaxeit simulate /tmp/tiny_data --size 16 --h0 0.3 --mesh-samples 16 --supersample 2 --n-train 32 --n-val 0 \\
+      --n-test 0 --chunk-size 32 --shard-size 32 --no-progress
+
   # complete electrode model on a jaxeit disk mesh, iterative Gauss-Newton images
   jaxeit simulate out/data/c2_cem --electrode-model cem --gn iterative --n-train 1000 --n-val 100 --n-test 100
 

@@ -12,13 +12,28 @@ This module also holds the small ``.mat`` reading helpers the loaders share.
 from __future__ import annotations
 
 import dataclasses
+import os
 from pathlib import Path
 
 import numpy as np
 
 from ..protocol import Protocol
 
-__all__ = ["EITDataset"]
+__all__ = ["EITDataset", "data_dir"]
+
+
+def data_dir(path=None) -> Path:
+    """The real-data folder (``kit4/``, ``ktc2023/``; see ``shared/data/README.md``).
+
+    ``path`` if given, else ``$JAXEIT_DATA``, else ``../shared/data`` beside the
+    source checkout. The folder may not exist: callers check and skip (tests,
+    notebooks) or report it (benchmarks, the command line).
+    """
+    if path:
+        return Path(path)
+    env = os.environ.get("JAXEIT_DATA")
+    # jaxeit/io/dataset.py -> parents[2] is the repository root, parents[3] the folder holding it
+    return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
 @dataclasses.dataclass(frozen=True, eq=False)

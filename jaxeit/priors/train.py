@@ -475,21 +475,21 @@ def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = Non
 # -----------------------------------------------------------------------------------
 
 _EPILOG = """\
-examples:
+examples (`python -m jaxeit.priors.train` is the same command):
   # the shipped prior (about 75 min on one core of a 2-core Xeon):
-  python -m jaxeit.priors.train --workdir runs/shapes32 --export shapes32
+  jaxeit train-prior --workdir runs/shapes32 --export shapes32
   # same, pinned to one core with single-threaded XLA, in the background:
   taskset -c 1 env XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
-      nohup python -m jaxeit.priors.train --workdir runs/shapes32 --export shapes32 --no-progress \\
+      nohup jaxeit train-prior --workdir runs/shapes32 --export shapes32 --no-progress \\
       > train.log 2>&1 &
   # resume after a kill: run the same command again (it continues from checkpoint.npz)
   # shorten (or extend) a run that is too slow: resume with another --steps
-  python -m jaxeit.priors.train --workdir runs/shapes32 --export shapes32 --steps 2500 --reschedule
-  # a smoke run:
-  python -m jaxeit.priors.train --workdir /tmp/tiny --steps 20 --image-size 16 --base-channels 8 \\
-      --channel-mult 1,2 --attention-resolutions 8 --batch-size 4
+  jaxeit train-prior --workdir runs/shapes32 --export shapes32 --steps 2500 --reschedule
+  # a smoke run (well under a minute on a CPU):
+  jaxeit train-prior --workdir /tmp/tiny --steps 4 --warmup-steps 1 --image-size 8 --base-channels 8 \\
+      --channel-mult 1 --num-heads 2 --num-groups 4 --batch-size 2 --no-progress
   # export the EMA weights of a finished (or partial) run without training:
-  python -m jaxeit.priors.train --workdir runs/shapes32 --export shapes32 --export-only
+  jaxeit train-prior --workdir runs/shapes32 --export shapes32 --export-only
 """
 
 
@@ -574,7 +574,7 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
+        print(f"jaxeit train-prior: error: {exc}".replace("\n", " "), file=sys.stderr)
         return 1
     return 0
 

@@ -42,7 +42,7 @@ import numpy as np
 from ..io.kit4 import KIT4_RADIUS
 
 __all__ = ["PhotoFrame", "Inclusion", "photo_frame", "find_inclusions", "read_photo", "KIT4_TARGETS",
-           "reconstruction_inclusions", "match_inclusions", "fit_rotation"]
+           "reconstruction_inclusions", "match_inclusions", "fit_rotation", "log_contrast", "image_rcr", "plot_photo"]
 
 #: targets of the shared KIT4 subset: (kind, count) of their inclusions
 KIT4_TARGETS = {
@@ -210,7 +210,58 @@ def find_inclusions(img, frame: PhotoFrame, n_metal: int, n_plastic: int) -> lis
     return out
 
 
+def plot_photo(ax, photo, frame: PhotoFrame, inclusions=(), title: str | None = None):
+    """Show a KIT4 photo on ``ax`` with the fitted tank rim (cyan), electrode 1 (red star) and the
+    measured inclusions (yellow: metal, magenta: plastic)."""
+    t = np.linspace(0, 2 * math.pi, 200)
+    ax.imshow(photo)
+    ax.plot(frame.centre[0] + frame.radius_px * np.cos(t), frame.centre[1] - frame.radius_px * np.sin(t), "c",
+            lw=0.6)
+    e1r, e1c = frame.to_pixels(KIT4_RADIUS * np.array([math.cos(frame.electrode1_angle),
+                                                       math.sin(frame.electrode1_angle)]))
+    ax.plot(e1c, e1r, "r*", ms=9)
+    for inc in inclusions:
+        r, c = frame.to_pixels(inc.centre)
+        rad = inc.radius / frame.metres_per_pixel
+        ax.plot(c + rad * np.cos(t), r - rad * np.sin(t), "y" if inc.kind == "metal" else "m", lw=0.8)
+    if title is not None:
+        ax.set_title(title, fontsize=8)
+    ax.set_xticks([])
+    ax.set_yticks([])
+
+
 # -- reconstructions -------------------------------------------------------------------------
+
+def log_contrast(sigma, sigma_bg: float) -> np.ndarray:
+    """log(σ/σ_bg) minus its median: the change image of a KIT4 target.
+
+    The median removes the background drift of the target recording against
+    the reference; σ is floored at 10⁻³σ_bg so the logarithm stays finite.
+    """
+    c = np.log(np.maximum(np.asarray(sigma, np.float64), 1e-3 * sigma_bg) / sigma_bg)
+    return c - np.median(c)
+
+
+def image_rcr(mesh, contrast, photo_inclusions, size: int = 128) -> float:
+    """:func:`jaxeit.metrics.rcr` of a reconstructed contrast (E,) against the photographed inclusions.
+
+    The reference image has +1 on equal-area disks of the metal inclusions and
+    −1 on those of the plastic ones (0 elsewhere), on a ``size``² grid over the
+    tank; the reconstruction is rendered on the same grid by element lookup.
+    """
+    from ..grid import Grid, mesh_to_grid_elements
+    from ..metrics import rcr
+
+    g = Grid.square(KIT4_RADIUS, size)
+    img = np.asarray(mesh_to_grid_elements(mesh, g)(np.asarray(contrast, np.float64)))
+    pts = g.centres()
+    ref = np.zeros(g.shape)
+    for inc in photo_inclusions:
+        inside = np.hypot(pts[..., 0] - inc.centre[0], pts[..., 1] - inc.centre[1]) < math.sqrt(inc.area / math.pi)
+        ref[inside] = 1.0 if inc.kind == "metal" else -1.0
+    mask = np.hypot(pts[..., 0], pts[..., 1]) < KIT4_RADIUS
+    return float(rcr(img, ref, mask=mask))
+
 
 def reconstruction_inclusions(mesh, contrast, n_metal: int, n_plastic: int, *, level: float = 0.5,
                               rotation: float = 0.0, reflect: bool = False) -> list[Inclusion]:

@@ -296,6 +296,10 @@ METHODS = {
     "tv-log": "nonlinear difference TV of log σ (lagged diffusivity), KTC weights, Otsu",
     "gn-map": "nonlinear difference MAP: GN on log σ with the organisers' prior and noise model, calibrated "
               "background, free uniform drift, Otsu",
+    "inr": "implicit neural representation fitted to the nonlinear difference data, KTC weights, Otsu",
+    "inr+tv": "INR with a total-variation regulariser, nonlinear difference data, KTC weights, Otsu",
+    "diff-inr": "INR with the shipped diffusion prior (score distillation), nonlinear difference data, KTC "
+                "weights, Otsu",
 }
 
 
@@ -340,7 +344,7 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
         result = gn_gaussian(problem.model, problem.difference_data(), sigma0=problem.sigma_bg,
                              prior=_prior(mesh, variance), **options)
         contrast = np.log(np.asarray(result.sigma) / result.background)
-    elif method in ("one-step", "gn", "tv", "tv-log"):
+    elif method in ("one-step", "gn", "tv", "tv-log", "inr", "inr+tv", "diff-inr"):
         prob = problem or prepare(dataset, mesh, calibration=calibration, weights="ktc")
         if method in ("one-step", "gn"):
             options.setdefault("prior", "laplace")
