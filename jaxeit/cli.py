@@ -310,7 +310,7 @@ _RECONSTRUCT_EXAMPLES = """\
 examples:
   # voltages saved with numpy.savez('data.npz', v=v) (optional reference=v_ref): unit disk,
   # 16 electrodes of width 0.2, adjacent protocol (208 measurements)
-  jaxeit reconstruct data.npz --method gn --iterations 5 --out out
+  jaxeit reconstruct data.npz --method gn --iterations 5 --h 0.1 --out out
 
   # KIT4: difference image against datamat_1_0.mat found beside the file (coarse mesh, 16 patterns)
   jaxeit reconstruct ../shared/data/kit4/datamat_4_1.mat --method gn --h 0.025 --patterns adjacent \\

@@ -1,5 +1,6 @@
 """The jaxeit command: help texts and their examples, one-line errors, reconstruct from .npz / KIT4 / KTC2023."""
 
+import os
 import shlex
 
 import jax.numpy as jnp
@@ -97,6 +98,9 @@ def test_reconstruct_npz_help_example_runs(tmp_path, capsys, monkeypatch):
 @pytest.mark.parametrize("kind", ["kit4", "ktc2023"])
 def test_real_data_help_examples_run(kind, tmp_path, capsys):
     """The cheap (coarse-mesh) real-data examples of `jaxeit reconstruct --help`."""
+    if kind == "kit4" and os.environ.get("JAXEIT_SLOW_TESTS") != "1":
+        # ~1.5 CPU-min (calibration + GN); the same KIT4 pipeline runs in test_realdata.py::test_real_data_smoke
+        pytest.skip("the KIT4 example runs with JAXEIT_SLOW_TESTS=1")
     if not (data_dir() / kind).is_dir():
         pytest.skip(f"real data not found at {data_dir() / kind} (set JAXEIT_DATA)")
     lines = [e for e in _examples(_help(["reconstruct", "--help"], capsys), f"jaxeit reconstruct ../shared/data/{kind}")
@@ -127,6 +131,9 @@ def test_simulate_help_example_runs(tmp_path, capsys):
 
 
 def test_train_prior_help_example_runs(tmp_path, capsys):
+    if os.environ.get("JAXEIT_SLOW_TESTS") != "1":
+        # ~50 s; the same trainer runs at a tiny size in test_priors_train.py
+        pytest.skip("the train-prior example runs with JAXEIT_SLOW_TESTS=1")
     example = [e for e in _examples(_help(["train-prior", "--help"], capsys), "jaxeit train-prior")
                if "/tmp/tiny" in e][0]
     assert cli.main(shlex.split(example.replace("/tmp/tiny", str(tmp_path)))[1:]) == 0
