@@ -20,7 +20,8 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_BENCHMARKS = ("forward", "classical", "inr", "diff_inr", "dgm", "real_data", "prior")
+_BENCHMARKS = ("forward", "classical", "inr", "diff_inr", "dgm", "real_data", "prior", "gpu/forward_scaling",
+               "gpu/diffinr_step", "gpu/training_throughput", "gpu/datagen")
 
 
 def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0) -> Path:
@@ -368,7 +369,9 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     b = sub.add_parser("benchmark", help="run a benchmark script (source checkout)", formatter_class=raw,
                        epilog="examples:\n  jaxeit benchmark forward --quick    # forward solver speed, a few "
-                              "minutes\n  jaxeit benchmark dgm --help         # a script's own options")
+                              "minutes\n  jaxeit benchmark dgm --help         # a script's own options\n"
+                              "  jaxeit benchmark gpu/diffinr_step --quick   # fused vs unfused Diff-INR step "
+                              "(GPU scripts: benchmarks/gpu/)")
     b.add_argument("name", choices=_BENCHMARKS)
     b.add_argument("args", nargs=argparse.REMAINDER, help="arguments passed to the script")
     return ap
