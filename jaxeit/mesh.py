@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
+import os
 from pathlib import Path
 from typing import Callable
 
@@ -33,6 +34,9 @@ __all__ = [
     "from_outline",
     "from_pyeit",
     "from_meshio",
+    "MESH_CACHE_ENV",
+    "cache_path",
+    "cached",
 ]
 
 
@@ -281,6 +285,31 @@ class Mesh:
 
 
 jax.tree_util.register_pytree_node(Mesh, lambda m: ((), m), lambda m, _: m)
+
+
+#: Environment variable naming a folder of saved meshes (see :func:`cached`).
+MESH_CACHE_ENV = "JAXEIT_MESH_CACHE"
+
+
+def cache_path(name: str, folder=None) -> Path | None:
+    """``<folder>/<name>.npz`` with ``folder`` defaulting to ``$JAXEIT_MESH_CACHE`` (None if neither is set)."""
+    folder = folder if folder is not None else os.environ.get(MESH_CACHE_ENV)
+    return Path(folder) / f"{name}.npz" if folder else None
+
+
+def cached(name: str, build: Callable[[], "Mesh"], folder=None) -> "Mesh":
+    """``build()``, or the mesh saved under ``name`` in the cache folder (``folder`` or ``$JAXEIT_MESH_CACHE``).
+
+    A built mesh is saved there (:meth:`Mesh.save`), so a machine without gmsh or pyeit (e.g. an
+    accelerator host) can use meshes made elsewhere. Without a cache folder this is just ``build()``.
+    """
+    path = cache_path(name, folder)
+    if path is not None and path.exists():
+        return Mesh.load(path)
+    mesh = build()
+    if path is not None:
+        mesh.save(path)
+    return mesh
 
 
 def _signed_area2(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:

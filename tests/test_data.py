@@ -194,13 +194,13 @@ def test_mesh_cache_reuses_the_mesh_without_pyeit(tmp_path, monkeypatch):
     pytest.importorskip("pyeit")
     cfg = SimulationConfig(n_circles=2, snr_db=40.0, image_size=16, n_train=4, n_val=0, n_test=0, shard_size=4,
                            chunk_size=4)
-    monkeypatch.setenv(sim_mod.MESH_CACHE_ENV, str(tmp_path))
+    monkeypatch.setenv(jaxeit.mesh.MESH_CACHE_ENV, str(tmp_path))
     built, info = sim_mod.make_mesh(cfg)
     assert info["kind"] == "pyeit" and len(list(tmp_path.glob("pyeit_*.npz"))) == 1
     monkeypatch.setattr(sim_mod, "_have_pyeit", lambda: False)   # as on a host without pyeit
     cached, info2 = sim_mod.make_mesh(cfg)
     assert info2 == info
     assert np.array_equal(cached.nodes, built.nodes) and np.array_equal(cached.triangles, built.triangles)
-    monkeypatch.delenv(sim_mod.MESH_CACHE_ENV)
+    monkeypatch.delenv(jaxeit.mesh.MESH_CACHE_ENV)
     _, info3 = sim_mod.make_mesh(cfg)   # no cache and no pyeit: "auto" falls back to a disk
     assert info3["kind"] == "disk"

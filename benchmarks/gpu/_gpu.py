@@ -46,12 +46,8 @@ def mesh_cache() -> Path:
 
 def disk_mesh(h: float, radius: float = 1.0, electrode_width: float = 0.2) -> jmesh.Mesh:
     """A CEM disk mesh (16 electrodes) of element size ``h``, from the cache when there."""
-    path = mesh_cache() / f"disk_r{radius:g}_w{electrode_width:g}_h{h:g}.npz"
-    if path.exists():
-        return jmesh.Mesh.load(path)
-    m = jmesh.disk(radius=radius, electrode_width=electrode_width, h=h)
-    m.save(path)
-    return m
+    return jmesh.cached(f"disk_r{radius:g}_w{electrode_width:g}_h{h:g}",
+                        lambda: jmesh.disk(radius=radius, electrode_width=electrode_width, h=h), mesh_cache())
 
 
 def timed(fn, *args, repeats: int = 5):

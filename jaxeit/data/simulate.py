@@ -43,7 +43,7 @@ from .. import phantoms
 from ..forward import ForwardModel
 from ..grid import Grid, domain_mask, elements_to_nodes, mesh_to_grid_elements, mesh_to_grid_nodes
 from ..io_utils import atomic_path, atomic_write_text
-from ..mesh import Mesh, disk, from_pyeit
+from ..mesh import Mesh, cache_path, cached, disk, from_pyeit
 from ..noise import add_noise
 from ..parallel import batch_sharding, data_mesh, shard_batch
 from ..protocol import adjacent
@@ -74,14 +74,6 @@ def _have_pyeit() -> bool:
     return True
 
 
-MESH_CACHE_ENV = "JAXEIT_MESH_CACHE"
-
-
-def _mesh_cache_path(name: str) -> Path | None:
-    folder = os.environ.get(MESH_CACHE_ENV)
-    return Path(folder) / f"{name}.npz" if folder else None
-
-
 def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
     """The forward (and GN) mesh of ``config`` and a JSON-able description of it.
 
@@ -94,7 +86,7 @@ def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
     kind = config.mesh
     pyeit_name = f"pyeit_{config.n_electrodes}el_h0{config.h0:g}"
     disk_name = f"disk_{config.n_electrodes}el_w{config.electrode_width:g}_h{config.h0:g}"
-    pyeit_cached = (p := _mesh_cache_path(pyeit_name)) is not None and p.exists()
+    pyeit_cached = (p := cache_path(pyeit_name)) is not None and p.exists()
     if kind == "auto":
         kind = "pyeit" if (config.electrode_model == "point" and (pyeit_cached or _have_pyeit())) else "disk"
     if kind == "pyeit":
@@ -115,13 +107,7 @@ def make_mesh(config: SimulationConfig) -> tuple[Mesh, dict]:
         def build():
             return disk(n_electrodes=config.n_electrodes, electrode_width=config.electrode_width, h=config.h0)
         name = disk_name
-    path = _mesh_cache_path(name)
-    if path is not None and path.exists():
-        mesh = Mesh.load(path)
-    else:
-        mesh = build()
-        if path is not None:
-            mesh.save(path)
+    mesh = cached(name, build)
     digest = hashlib.sha256(np.ascontiguousarray(mesh.nodes).tobytes()
                             + np.ascontiguousarray(mesh.triangles).tobytes()).hexdigest()
     info = {"source": source, "kind": kind, "n_nodes": mesh.n_nodes, "n_elements": mesh.n_elements,
