@@ -53,6 +53,7 @@ import jax.numpy as jnp  # noqa: E402
 import jaxeit  # noqa: E402,F401  (float64 for the FEM)
 from jaxeit import metrics  # noqa: E402
 from jaxeit.data import PAPER_SPLITS, SimulationConfig, load_geometry, load_split, read_metadata, simulate  # noqa: E402
+from jaxeit.dgm.training import checkpoint_summary  # noqa: E402
 from jaxeit.dgm import (CNF, CVAE, CNFConfig, CVAEConfig, FitConfig, ScoreConfig, ScoreModel, train_cnf,  # noqa: E402
                         train_cvae, train_score)
 
@@ -604,15 +605,6 @@ def sampler_speed(model: ScoreModel, args, n: int = 16) -> list[tuple]:
             rows.append((name, n, f"failed: {type(e).__name__}: {str(e)[:80]}"))
         print(f"  sampler speed: {rows[-1]}", flush=True)
     return rows
-
-
-def checkpoint_summary(path) -> tuple[float, int, float, float]:
-    """(wall s, steps, epochs, last logged loss) recorded in a training checkpoint."""
-    with np.load(path) as z:
-        meta = json.loads(str(z["meta_json"]))
-    last = (meta.get("history") or [{}])[-1]
-    return (float(meta.get("wall_time", 0.0)), int(last.get("step", 0)), float(last.get("epoch", 0.0)),
-            float(last.get("loss", float("nan"))))
 
 
 def write_report(args, results, figures, gen_info, t_start, throughput, gn_info, sweep, speed, cache, failures):

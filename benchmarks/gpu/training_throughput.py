@@ -35,7 +35,7 @@ def _fake_data(n, size, seed=0):
             "voltages": rng.standard_normal((n, 208)).astype(np.float64)}
 
 
-def difference_rate(run, k1, k2, batch):
+def warm_rate(run, k1, k2, batch):
     """images/s of ``run(k)`` (k steps, blocking): a warm-up run of k1 steps, then k2 steps timed."""
     run(k1)
     t0 = time.perf_counter()
@@ -51,13 +51,13 @@ def dgm_rows(size, batch, k1, k2):
     def cnf(k):
         train_cnf(CNFConfig(image_size=size, fit=fit), {key: data[key][:batch * k] for key in ("image", "gn_image")},
                   progress=False, log=None)
-    yield ["CNF", size, batch, difference_rate(cnf, k1, k2, batch)]
+    yield ["CNF", size, batch, warm_rate(cnf, k1, k2, batch)]
 
     def cvae(k):
         cfg = CVAEConfig(image_size=size, vae=fit, mlp=dataclasses.replace(fit, batch_size=batch))
         train_cvae(cfg, {key: data[key][:batch * k] for key in ("image", "voltages")}, progress=False, log=None)
     # both stages run: the rate counts one image per stage step
-    yield ["CVAE (VAE + MLP stages)", size, batch, 2 * difference_rate(cvae, k1, k2, batch)]
+    yield ["CVAE (VAE + MLP stages)", size, batch, 2 * warm_rate(cvae, k1, k2, batch)]
 
     sbatch = max(batch, 32)
     sdata = _fake_data(sbatch * k2, size)["image"]
@@ -66,7 +66,7 @@ def dgm_rows(size, batch, k1, k2):
 
     def score(k):
         train_score(sdata[:sbatch * k], score_cfg, key=jax.random.PRNGKey(0), progress=False, log=None)
-    yield ["score U-Net (VE, 32 base channels)", size, sbatch, difference_rate(score, k1, k2, sbatch)]
+    yield ["score U-Net (VE, 32 base channels)", size, sbatch, warm_rate(score, k1, k2, sbatch)]
 
 
 def prior_row(size, batch, k1, k2):
@@ -78,7 +78,7 @@ def prior_row(size, batch, k1, k2):
         for _ in range(k):
             state, m = step(state)
         jax.block_until_ready(m)
-    return ["Diff-INR prior U-Net (improved DDPM)", size, batch, difference_rate(run, k1, k2, batch)]
+    return ["Diff-INR prior U-Net (improved DDPM)", size, batch, warm_rate(run, k1, k2, batch)]
 
 
 def main(argv=None):

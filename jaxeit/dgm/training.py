@@ -49,7 +49,7 @@ from ..parallel import data_mesh, replicate, shard_batch
 
 __all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
            "epoch_batches", "run_loop", "host_rng", "host_normal", "host_zeros", "host_ones",
-           "save_checkpoint", "load_checkpoint", "save_arrays", "load_arrays"]
+           "save_checkpoint", "load_checkpoint", "checkpoint_summary", "save_arrays", "load_arrays"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -406,10 +406,10 @@ def _train_step(loss_fn, lr, weight_decay, grad_clip, seed):
     return step
 
 
-def history_wall_time(path) -> float:
-    """Wall time (s) recorded in a checkpoint (0 if there is none)."""
-    path = Path(path)
-    if not path.exists():
-        return 0.0
-    with np.load(path) as z:
-        return float(json.loads(str(z["meta_json"])).get("wall_time", 0.0))
+def checkpoint_summary(path) -> tuple[float, int, float, float]:
+    """(wall s, steps, epochs, last logged loss) recorded in a training checkpoint."""
+    with np.load(Path(path)) as z:
+        meta = json.loads(str(z["meta_json"]))
+    last = (meta.get("history") or [{}])[-1]
+    return (float(meta.get("wall_time", 0.0)), int(last.get("step", 0)), float(last.get("epoch", 0.0)),
+            float(last.get("loss", float("nan"))))
