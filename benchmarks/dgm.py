@@ -299,11 +299,14 @@ def _dps(ctx: Context) -> Method:
     if key not in ctx.cache:
         measure, v_scale = dps_measurement(ctx, model)
         n, S, steps = ctx.args.size, ctx.args.dps_samples, ctx.args.dps_steps
+        # x̂₀ and the samples are clipped to the range of the training images (in model units)
+        seen = load_split(ctx.data[ctx.train_set], "train", fields=("image",), limit=1024)["image"]
+        data_range = tuple(float(model.normalize(np.float32(f(seen)))) for f in (np.min, np.max))
 
         @jax.jit
         def run(v, keys, zeta):
             one = lambda vv, kk: dps_sample(model.score_fn(), model.sde, measure, vv / v_scale, kk, zeta=zeta,  # noqa: E731
-                                            shape=(n, n), n_samples=S, n_steps=steps)
+                                            shape=(n, n), n_samples=S, n_steps=steps, data_range=data_range)
             return jax.vmap(one)(v, keys)
 
         def images(v, zeta, seed):
@@ -677,7 +680,8 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
         "both noise levels (same phantoms; the paper's Test 2 CSD* rows also use its 40 dB model).",
         f"- DPS (beyond the paper): the same unconditional score model, {args.dps_steps} reverse-diffusion steps "
         f"from T, each followed by ζ·∇‖v − F(x̂₀)‖/‖v_bg‖ through the exact point-electrode FEM (image → "
-        f"element averages → voltages); mean of {args.dps_samples} chains; ζ chosen from {{{args.dps_zetas}}} "
+        f"element averages → voltages), x̂₀ and the samples clipped to the training images' range; mean of "
+        f"{args.dps_samples} chains; ζ chosen from {{{args.dps_zetas}}} "
         f"on {args.dps_val} validation samples; evaluated on the first {args.dps_n_test} test samples.",
         "- training budget: " + ("all epochs" if args.train_seconds is None else
                                  f"at most {args.train_seconds:g} s of wall time per model (CVAE: half per "

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import functools
 import math
+import pickle
 import sys
 import time
 from pathlib import Path
@@ -36,7 +37,7 @@ from _common import RESULTS, machine_header, markdown_table  # noqa: E402
 
 import jaxeit  # noqa: E402,F401
 from jaxeit.io import data_dir, load_kit4, load_ktc2023, load_ktc_truth  # noqa: E402
-from jaxeit.io_utils import atomic_write_text  # noqa: E402
+from jaxeit.io_utils import atomic_write_bytes, atomic_write_text  # noqa: E402
 from jaxeit.plot import save_figure  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, fit_geometry, forward_model, kit4_mesh, ktc_mesh  # noqa: E402
 from jaxeit.realdata import kit4 as k4  # noqa: E402
@@ -57,6 +58,26 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
 BEST = "MAP-GN, organisers' prior + drift"
 KIT4_METHODS = {"TV (PD-IPM)": ("tv", dict(alpha=1e-4, max_iter=25)), "GN, Laplace": ("gn", dict(alpha=0.03)),
                 "INR+TV": ("inr+tv", {}), "Diff-INR": ("diff-inr", {})}
+
+
+class SectionCache:
+    """Pickled results of finished sections (and KTC levels), so an interrupted run resumes where it stopped.
+
+    One file per key under ``folder``, written atomically; ``enabled=False``
+    recomputes everything (``--fresh``).
+    """
+
+    def __init__(self, folder: Path, enabled: bool = True):
+        self.folder, self.enabled = Path(folder), enabled
+
+    def __call__(self, key: str, compute, *args):
+        path = self.folder / f"{key}.pkl"
+        if self.enabled and path.exists():
+            print(f"{key}: resumed from {path}", flush=True)
+            return pickle.loads(path.read_bytes())
+        value = compute(*args)
+        atomic_write_bytes(path, pickle.dumps(value))
+        return value
 
 
 def pct(x):
@@ -94,6 +115,9 @@ def calibration_section(data: Path):
     v = ktcd.reference.reshape(76, 31)
     off = (v - f).mean(axis=0)
     diag = np.linalg.norm(v - f - off) / np.linalg.norm(v)
+    top = np.argsort(-np.abs(off))[:3]
+    offsets_text = ", ".join(f"channel {c + 1}: {off[c]:+.3g} V" for c in top)
+    names = list(dict.fromkeys(name for name, _ in cals))
     md = ["## 1. Calibration of the empty tanks", "",
           "Least squares ‖F(σ·1, z) − v‖ over (log σ, log z) by Levenberg–Marquardt with the Jacobian from "
           "`jax.jacfwd` through the CEM forward model (`jaxeit.realdata.calibrate`). Currents converted to A, "
@@ -103,10 +127,11 @@ def calibration_section(data: Path):
           f"({kmesh.n_elements} elements), KTC h = 8 mm ({tmesh.n_elements} elements).", "",
           markdown_table(["data", "z", "σ (S)", "z (Ω·m²)", "residual", "z sens.", "LM iter.", "time (s)"], rows),
           "",
-          f"KTC2023's 7.8 % is dominated by per-channel offsets of the measurement system: removing one constant "
-          f"per measurement channel (31 numbers) leaves {pct(diag)}; channels 30–31 (U₃₀−U₃₁, U₃₁−U₃₂) carry "
-          "±0.09 V offsets. They cancel in difference data. Per-electrode z hardly helps on either tank "
-          "(KIT4 1.43 → ~1.2 %, KTC 7.82 → 7.81 %): the misfit is not a contact effect.", ""]
+          f"KTC2023 (scalar z, {pct(cal.residual)}): removing one constant offset per measurement channel "
+          f"(31 numbers) leaves {pct(diag)}; the largest channel offsets are {offsets_text} — offsets of the "
+          "measurement system, which cancel in difference data. Scalar → per-electrode z: "
+          + "; ".join(f"{name.split(' ')[0]} {pct(cals[(name, False)].residual)} → {pct(cals[(name, True)].residual)}"
+                      for name in names) + ".", ""]
     return "\n".join(md), cals
 
 
@@ -195,7 +220,7 @@ def _mean_residual(rows):
 
 # -- 3. KTC scores -------------------------------------------------------------------------
 
-def ktc_scores_section(data: Path, quick: bool, out_dir: Path):
+def ktc_scores_section(data: Path, quick: bool, out_dir: Path, cache: SectionCache):
     tdir = data / "ktc2023" / "training"
     truths = [load_ktc_truth(tdir / f"true{k}.mat") for k in range(1, 5)]
     mesh = ktc_mesh(h=KTC_H)
@@ -205,19 +230,29 @@ def ktc_scores_section(data: Path, quick: bool, out_dir: Path):
     methods = {k: v for k, v in KTC_METHODS.items()
                if not quick or k in ("baseline (organisers)", BEST)}
     scores, times, images = {}, {}, {}
-    for level in levels:
+
+    def one_level(level):
+        lscores, ltimes, limages = {}, {}, {}
         for k in range(4):
             ds = load_ktc2023(tdir / f"data{k + 1}.mat", tdir / "ref.mat", level)
             for name, (method, opts, only) in methods.items():
                 if only is not None and level not in only:
                     continue
                 res = ktc.reconstruct_ktc(ds, mesh, method, truth=truths[k], calibration=cal, **dict(opts))
-                scores[(name, level, k)] = res.score
-                times.setdefault(name, []).append(res.wall_time)
+                lscores[(name, level, k)] = res.score
+                ltimes.setdefault(name, []).append(res.wall_time)
                 if level in (1, 7) and name in ("baseline (organisers)", BEST):
-                    images[(name, level, k)] = (res.image, res.segmentation)
+                    limages[(name, level, k)] = (res.image, res.segmentation)
             print(f"KTC level {level} target {k + 1}: " + ", ".join(
-                f"{n} {scores[(n, level, k)]:.3f}" for n in methods if (n, level, k) in scores), flush=True)
+                f"{n} {lscores[(n, level, k)]:.3f}" for n in methods if (n, level, k) in lscores), flush=True)
+        return lscores, ltimes, limages
+
+    for level in levels:
+        lscores, ltimes, limages = cache(f"ktc_level{level}", one_level, level)
+        scores.update(lscores)
+        images.update(limages)
+        for name, t in ltimes.items():
+            times.setdefault(name, []).extend(t)
     header = ["method"] + [f"level {lv}" for lv in levels] + ["s / recon."]
     rows = []
     for name in methods:
@@ -301,7 +336,7 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
     # (b) reconstructions in the photo frame with the photo geometry (electrode 1 at the tape, numbering cw)
     mesh = kit4_mesh(h=KIT4_H, offset=KIT4_OFFSET, direction=KIT4_DIRECTION)
     cal = calibrate_dataset(ref, mesh, use="voltages")
-    recos, rows, rcr_rows = {}, [], []
+    recos, rows, rcr_rows, sign_rows = {}, [], [], []
     for n in names:
         ds = load_kit4(kdir / f"datamat_{n}.mat", kdir / "datamat_1_0.mat", patterns="all")
         prob = prepare(ds, mesh, calibration=cal, weights="ktc")
@@ -312,8 +347,9 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
             recos[(mname, n)] = contrast
             incs = k4.reconstruction_inclusions(mesh, contrast, k4.KIT4_TARGETS[n]["metal"],
                                                 k4.KIT4_TARGETS[n]["plastic"])
+            for inc, mean, ok in k4.contrast_at_inclusions(mesh, contrast, truth[n]):
+                sign_rows.append([n, mname, inc.kind, f"{mean:+.2f}", "yes" if ok else "**no**"])
             for r, p, d in k4.match_inclusions(incs, truth[n]):
-                sign_ok = (r.kind == "metal") == (np.interp(0, [0], [0]) == 0)  # kinds come from the sign
                 rows.append([n, mname, r.kind, f"({100 * p.centre[0]:.1f}, {100 * p.centre[1]:.1f})",
                              f"({100 * r.centre[0]:.1f}, {100 * r.centre[1]:.1f})", f"{100 * d:.2f}",
                              f"{1e4 * p.area:.1f}", f"{1e4 * r.area:.1f}", f"{r.area / p.area:.2f}"])
@@ -321,7 +357,7 @@ def kit4_section(data: Path, quick: bool, out_dir: Path):
             rcr_rows.append([n, mname, f"{img_rcr:.2f}", f"{time.perf_counter() - t0:.1f}"])
             print(f"KIT4 {n} {mname}: done", flush=True)
     _kit4_figure(photos, frames, truth, recos, mesh, methods, out_dir / "real_data_kit4.png")
-    return geo_rows, best_geo, rows, rcr_rows, frames, truth
+    return geo_rows, best_geo, rows, rcr_rows, sign_rows, frames, truth
 
 
 def _kit4_figure(photos, frames, truth, recos, mesh, methods, path):
@@ -359,6 +395,9 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="levels 1/4/7, two KTC methods, coarse geometry grid")
     ap.add_argument("--data", default=None, help="shared data folder (default $JAXEIT_DATA or ../shared/data)")
     ap.add_argument("--out", default=str(RESULTS), help="output folder")
+    ap.add_argument("--cache", default=str(Path(__file__).resolve().parent / ".cache"),
+                    help="folder of finished sections, read back when a run is repeated (resume)")
+    ap.add_argument("--fresh", action="store_true", help="ignore finished sections and recompute everything")
     args = ap.parse_args(argv)
     data = data_dir(args.data)
     if not (data / "kit4").is_dir() or not (data / "ktc2023").is_dir():
@@ -367,17 +406,26 @@ def main(argv=None):
     stem = "real_data_quick" if args.quick else "real_data"
     t_start = time.perf_counter()
 
-    cal_md, _ = calibration_section(data)
+    cache = SectionCache(Path(args.cache) / stem, enabled=not args.fresh)
+
+    cal_md = cache("calibration", lambda: calibration_section(data)[0])
     print("calibration done", flush=True)
-    empty_rows = empty_geometry_section(data, args.quick)
+    empty_rows = cache("empty_geometry", empty_geometry_section, data, args.quick)
     print("empty-tank geometry done", flush=True)
-    ktc_geo, worst, geo_time, n_coarse = ktc_geometry_section(data, args.quick, out)
+    ktc_geo, worst, geo_time, n_coarse = cache("ktc_geometry", ktc_geometry_section, data, args.quick, out)
     print("KTC geometry done", flush=True)
-    header, score_rows, per_target, scores, levels, _ = ktc_scores_section(data, args.quick, out)
+    header, score_rows, per_target, scores, levels, _ = ktc_scores_section(data, args.quick, out, cache)
     print("KTC scores done", flush=True)
-    geo_rows, best_geo, kit_rows, rcr_rows, frames, truth = kit4_section(data, args.quick, out)
+    geo_rows, best_geo, kit_rows, rcr_rows, sign_rows, frames, truth = cache("kit4", kit4_section, data,
+                                                                             args.quick, out)
     print("KIT4 done", flush=True)
 
+    ktc_best = min(ktc_geo, key=lambda r: float(r[2]))
+    ktc_other = min((r for r in ktc_geo if r[0] != ktc_best[0]), key=lambda r: float(r[2]))
+    kit_fit = min(best_geo, key=lambda k: best_geo[k][1])
+    kit_other = "ccw" if kit_fit == "cw" else "cw"
+    n_sign_ok = sum(r[-1] == "yes" for r in sign_rows)
+    dists = [float(r[5]) for r in kit_rows]
     base = {lv: np.mean([scores[("baseline (organisers)", lv, k)] for k in range(4)]) for lv in levels}
     best = {lv: np.mean([scores[(BEST, lv, k)] for k in range(4)]) for lv in levels}
     beats = all(best[lv] > base[lv] for lv in levels)
@@ -399,10 +447,12 @@ def main(argv=None):
           f"quarter-pitch steps around each direction's best ({geo_time:.0f} s). Best three per direction "
           "(mean residual, then targets 1 / 2 / 3):", "",
           markdown_table(["direction", "electrode-1 angle", "mean residual", "targets 1 / 2 / 3"], ktc_geo), "",
-          f"Worst candidate: {worst:.3f}. **Electrode 1 at 90° (top of the truth image), numbering "
-          "counter-clockwise** fits by far best — the organisers' mesh convention (π/2 + 2πl/32) together "
-          "with their `flipud` pixel grid. Only the pair is identifiable: the transposed image with "
-          "electrode 1 at 0° and clockwise numbering is the same fit. See real_data_ktc_geometry.png.", "",
+          f"Worst candidate: {worst:.3f}. Best of all: **electrode 1 at {ktc_best[1]}, numbering "
+          f"{ktc_best[0]}** (mean residual {ktc_best[2]}; best of the other direction: {ktc_other[1]} "
+          f"{ktc_other[0]}, {ktc_other[2]}). The organisers' mesh convention puts electrode l at "
+          "π/2 + 2πl/32 counter-clockwise in their `flipud` pixel grid; `ktc_mesh()` uses that. A rotation "
+          "and a reflection compose to another reflection, so an image transposed about the diagonal with "
+          "electrode 1 at 0° and the opposite numbering is the same fit. See real_data_ktc_geometry.png.", "",
           "![KTC geometry](real_data_ktc_geometry.png)", "",
           "### (c) KIT4: from the photos", "",
           "Photos: the tank centre and electrode-1 angle come from the 16 orange electrode tapes (circle fit; "
@@ -415,16 +465,16 @@ def main(argv=None):
           "(2° steps) and reflection that best map the reconstructed inclusion centroids onto the photographed "
           "ones (all three targets, matched by kind):", "",
           markdown_table(["numbering", "best electrode-1 angle", "rms centroid distance", "pairs"], geo_rows), "",
-          f"The reflected (clockwise) numbering fits, with electrode 1 at "
-          f"{math.degrees(best_geo['cw'][0]):.0f}° — the tape-marked electrode 1 at ≈ 90°. Used below: "
+          f"Better fit: numbering **{kit_fit}** (rms {100 * best_geo[kit_fit][1]:.2f} cm against "
+          f"{100 * best_geo[kit_other][1]:.2f} cm), electrode 1 at {math.degrees(best_geo[kit_fit][0]):.0f}°; "
+          "the tapes put electrode 1 at ≈ 90°. Used below: "
           f"electrode 1 at {math.degrees(KIT4_OFFSET):.0f}°, numbering {KIT4_DIRECTION} (`kit4_mesh()` defaults).",
           "",
           "## 3. KTC2023 scores (mean over the 4 training targets)", "",
           f"Reconstruction mesh h = {1000 * KTC_H:.0f} mm; calibrated background from ref.mat; only the "
           "measurements of each level (`dataset.mask`). Methods (`jaxeit.realdata.ktc.METHODS`):", "",
           *[f"- **{name}**: {ktc.METHODS[m]}" + ("" if only is None else f" (tried at level {only[0]} only)")
-            for name, (m, _, only) in KTC_METHODS.items() if name in dict(score_rows and
-                                                                          [(r[0], 1) for r in score_rows])],
+            for name, (m, _, only) in KTC_METHODS.items() if name in {r[0] for r in score_rows}],
           "",
           markdown_table(header, score_rows), "",
           f"Best method ({BEST}) beats the baseline at every level: **{beats}**; level 1 mean "
@@ -443,9 +493,13 @@ def main(argv=None):
           markdown_table(["target", "method", "kind", "photo (x, y) cm", "reco (x, y) cm", "distance cm",
                           "photo area cm²", "reco area cm²", "area ratio"], kit_rows), "",
           markdown_table(["target", "method", "image RCR", "time (s)"], rcr_rows), "",
-          "Signs: metal reconstructs conductive (red) and plastic resistive (blue) in every case where a kind "
-          "is listed (kinds are assigned from the sign of the contrast). Photo measurements are good to about "
-          "±1 cm (perspective: the objects' tops are photographed; the camera is not above the centre).", "",
+          "Sign check: mean reconstructed log(σ/σ_bg) inside each photographed inclusion (metal must be > 0, "
+          f"plastic < 0) — right sign in {n_sign_ok} of {len(sign_rows)} cases:", "",
+          markdown_table(["target", "method", "photo inclusion", "mean log-contrast", "sign right"], sign_rows),
+          "",
+          f"Centroid distances: median {np.median(dists):.2f} cm, max {np.max(dists):.2f} cm over "
+          f"{len(dists)} matched inclusions. Photo measurements are good to about ±1 cm (perspective: the "
+          "objects' tops are photographed; the camera is not above the centre).", "",
           "![KIT4](real_data_kit4.png)", "",
           f"Total run time {time.perf_counter() - t_start:.0f} s.", ""]
     text = "\n".join(md)

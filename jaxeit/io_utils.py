@@ -7,7 +7,7 @@ import os
 import tempfile
 from pathlib import Path
 
-__all__ = ["atomic_write_text", "atomic_path"]
+__all__ = ["atomic_write_text", "atomic_write_bytes", "atomic_path"]
 
 
 @contextlib.contextmanager
@@ -38,4 +38,11 @@ def atomic_write_text(path, text: str) -> Path:
     """Write ``text`` to ``path`` atomically (temp file in the same folder, then rename)."""
     with atomic_path(path) as tmp:
         tmp.write_text(text)
+    return Path(path)
+
+
+def atomic_write_bytes(path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` atomically (temp file in the same folder, then rename)."""
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(data)
     return Path(path)

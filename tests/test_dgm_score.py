@@ -164,6 +164,24 @@ def test_dps_moves_toward_the_linear_gaussian_posterior():
     assert float(jnp.linalg.norm(xs0.mean(0) - MU)) < 4 * SD * 2 / math.sqrt(256)
 
 
+def test_dps_data_range_clips_what_the_measurement_sees_and_the_samples():
+    sde = VPSDE()
+    lo, hi = -0.2, 0.3
+    seen = []
+
+    def measure(x):                       # records the extremes of every x̂₀ it is given
+        jax.debug.callback(lambda a, b: seen.append((float(a), float(b))), x.min(), x.max())
+        return x[:2] * 3.0
+
+    xs = sampling.dps_sample(exact(sde), sde, Partial(measure), jnp.array([5.0, -5.0]), jax.random.PRNGKey(3),
+                             zeta=0.5, shape=(4,), n_samples=8, n_steps=40, data_range=(lo, hi))
+    assert seen and min(a for a, _ in seen) >= lo - 1e-6 and max(b for _, b in seen) <= hi + 1e-6
+    assert float(xs.min()) >= lo - 1e-6 and float(xs.max()) <= hi + 1e-6
+    with pytest.raises(ValueError, match="data_range"):
+        sampling.dps_sample(exact(sde), sde, Partial(measure), jnp.zeros(2), jax.random.PRNGKey(3), zeta=0.5,
+                            shape=(4,), n_steps=4, data_range=(1.0, 0.0))
+
+
 @pytest.mark.parametrize("name,weighting,shape", [("vp", False, (256, 4, 4)), ("ve", True, (256, 2, 2, 3))])
 def test_dsm_loss_is_smallest_at_the_exact_score(name, weighting, shape):
     sde = SDES[name]

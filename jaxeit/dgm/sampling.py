@@ -410,7 +410,7 @@ def csd_star(score_fn, sde, gn_images, key, *, t0: float = 0.55, n_steps=None, n
 # -----------------------------------------------------------------------------------
 
 @functools.partial(jax.jit, static_argnames=("sde", "shape", "dtype", "n_steps"))
-def _dps_core(score_fn, measurement_fn, sde, v, key, zeta, *, shape, dtype, n_steps):
+def _dps_core(score_fn, measurement_fn, sde, v, key, zeta, lo, hi, *, shape, dtype, n_steps):
     x, keys = _init_state(sde, key, None, None, shape, True, dtype)
     event = x.shape[1:]
     dt = (sde.T - sde.eps) / n_steps
@@ -419,7 +419,7 @@ def _dps_core(score_fn, measurement_fn, sde, v, key, zeta, *, shape, dtype, n_st
 
     def residual_norms(x, t):
         s, tb = _score(score_fn, x, t)
-        x0 = tweedie_x0(sde, x, tb, s)
+        x0 = jnp.clip(tweedie_x0(sde, x, tb, s), lo, hi)       # the DPS code's clipped x̂₀
         r = v - jax.vmap(measurement_fn)(x0)
         norms = jnp.sqrt(jnp.sum(r**2, axis=axes) + tiny)     # ‖v − F(x̂₀)‖ per chain (no NaN gradient at 0)
         return jnp.sum(norms), (s, norms)                     # chains are independent: the sum's gradient is per chain
@@ -434,17 +434,20 @@ def _dps_core(score_fn, measurement_fn, sde, v, key, zeta, *, shape, dtype, n_st
         return (x, x_mean), norms
 
     (x, x_mean), norms = jax.lax.scan(step, (x, x), jnp.arange(n_steps))
-    return x_mean, norms
+    return jnp.clip(x_mean, lo, hi), norms
 
 
 def dps_sample(score_fn, sde, measurement_fn, v, key, *, zeta: float, shape, n_samples: int = 1, n_steps=None,
-               dtype=jnp.float32, return_residuals: bool = False):
+               dtype=jnp.float32, data_range=None, return_residuals: bool = False):
     """Diffusion posterior sampling (Chung et al. 2023) with an unconditional score.
 
     Each step: the score s at x_t, Tweedie's x̂₀ = (x_t + std² s)/α, the
     reverse-diffusion predictor step, then x ← x − ζ ∇_{x_t}‖v − F(x̂₀)‖ (the
     gradient flows through the score, as in the DPS code; ζ is constant, the
-    norm is not squared).
+    norm is not squared). With ``data_range`` the x̂₀ fed to F and the returned
+    samples are clipped to it, as the DPS code clips x̂₀ to [−1, 1]: F is
+    only evaluated on images the prior can produce, and a chain that
+    overshoots cannot push the FEM to extreme conductivities.
 
     Args:
         score_fn: ``score_fn(x (B, ...), t (B,))``; it must treat batch entries
@@ -460,6 +463,7 @@ def dps_sample(score_fn, sde, measurement_fn, v, key, *, zeta: float, shape, n_s
         n_samples: chains.
         n_steps: reverse steps from T to eps (default the SDE's N, 1000 as in DPS).
         dtype: the chains' dtype.
+        data_range: (lo, hi) of the training images in model units, or None (no clipping).
         return_residuals: also return ‖v − F(x̂₀)‖ per step and chain.
 
     Returns:
@@ -473,6 +477,10 @@ def dps_sample(score_fn, sde, measurement_fn, v, key, *, zeta: float, shape, n_s
     n_steps = _default_steps(sde, float(sde.T), n_steps)
     event = tuple(int(s) for s in (shape if isinstance(shape, (tuple, list)) else (shape,)))
     shape, _ = _start_shape((int(n_samples),) + event, None, dtype)
+    lo, hi = (-jnp.inf, jnp.inf) if data_range is None else data_range
+    if data_range is not None and not isinstance(lo, jax.core.Tracer) and not float(lo) < float(hi):
+        raise ValueError(f"data_range must be (lo, hi) with lo < hi, got {data_range!r}")
     out, norms = _dps_core(_as_partial(score_fn), _as_partial(measurement_fn), sde, jnp.asarray(v), key,
-                           jnp.asarray(zeta, dtype), shape=shape, dtype=jnp.dtype(dtype), n_steps=n_steps)
+                           jnp.asarray(zeta, dtype), jnp.asarray(lo, dtype), jnp.asarray(hi, dtype), shape=shape,
+                           dtype=jnp.dtype(dtype), n_steps=n_steps)
     return (out, norms) if return_residuals else out

@@ -340,3 +340,25 @@ def fit_rotation(mesh_points, photo_points, reflect: bool) -> tuple[float, float
     c, s = math.cos(theta), math.sin(theta)
     rot = a @ np.array([[c, -s], [s, c]]).T
     return theta, float(np.sqrt(np.mean(np.sum((rot - b) ** 2, axis=1))))
+
+
+def contrast_at_inclusions(mesh, contrast, photo_inclusions) -> list[tuple[Inclusion, float, bool]]:
+    """Mean reconstructed log-contrast inside each photographed inclusion and whether its sign is right.
+
+    ``contrast`` (E,) on ``mesh``; averages (area-weighted) over the elements
+    whose centroid lies in the inclusion's equal-area disk (the nearest element
+    when none does). The sign is right when metal is conductive (> 0) and
+    plastic resistive (< 0). Returns (inclusion, mean contrast, sign ok) triples.
+    """
+    contrast = np.asarray(contrast, np.float64)
+    cen = mesh.centroids()
+    area = mesh.areas()
+    out = []
+    for inc in photo_inclusions:
+        dist = np.hypot(cen[:, 0] - inc.centre[0], cen[:, 1] - inc.centre[1])
+        inside = dist < math.sqrt(inc.area / math.pi)
+        if not inside.any():
+            inside = dist == dist.min()
+        mean = float((contrast[inside] * area[inside]).sum() / area[inside].sum())
+        out.append((inc, mean, mean > 0 if inc.kind == "metal" else mean < 0))
+    return out
