@@ -26,6 +26,8 @@ from typing import Callable
 import jax
 import numpy as np
 
+from .content_hash import ContentHashed
+
 __all__ = [
     "Mesh",
     "disk",
@@ -41,7 +43,7 @@ __all__ = [
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Mesh:
+class Mesh(ContentHashed):
     """A 2D triangular mesh with electrodes.
 
     Attributes:

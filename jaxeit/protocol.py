@@ -19,11 +19,13 @@ import dataclasses
 
 import numpy as np
 
+from .content_hash import ContentHashed
+
 __all__ = ["Protocol", "adjacent", "opposite", "trigonometric", "from_arrays", "from_pairs"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
-class Protocol:
+class Protocol(ContentHashed):
     """Injection currents (P, L), measurement weights (M, L) and the pattern of each measurement (M,)."""
 
     currents: np.ndarray

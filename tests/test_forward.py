@@ -155,6 +155,24 @@ def test_model_is_a_pytree_through_jit(small_disk, getkey):
     np.testing.assert_allclose(f(fm, sigma), fm.voltages(sigma), rtol=1e-12)
 
 
+def test_equal_geometry_reuses_the_compiled_program(small_disk):
+    """Meshes and protocols compare by content: a rebuilt but identical model hits jit's cache."""
+    f = jax.jit(lambda model, s: model.voltages(s))
+    sigma = jnp.ones(small_disk.n_elements)
+    f(ForwardModel(small_disk, protocol.adjacent(16)), sigma)
+    same = mesh.Mesh(*(np.array(getattr(small_disk, k)) for k in
+                       ("nodes", "triangles", "electrode_edges", "edge_electrode", "electrode_nodes")),
+                     ref_node=small_disk.ref_node)
+    assert same == small_disk and hash(same) == hash(small_disk) and protocol.adjacent(16) == protocol.adjacent(16)
+    f(ForwardModel(same, protocol.adjacent(16)), sigma)
+    assert f._cache_size() == 1
+    # different content is a different model
+    other = protocol.opposite(16)
+    assert other != protocol.adjacent(16) and protocol.adjacent(16).subset(np.arange(208) < 100) != protocol.adjacent(16)
+    f(ForwardModel(small_disk, other), sigma)
+    assert f._cache_size() == 2
+
+
 def test_trigonometric_patterns_on_disk(small_disk):
     """Trigonometric currents on a homogeneous disk give nearly sinusoidal potentials (eigen-patterns)."""
     prot = protocol.trigonometric(16)

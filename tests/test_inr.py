@@ -10,7 +10,7 @@ from flax import nnx
 from jaxeit import ForwardModel, grid, mesh, noise, phantoms, protocol
 from jaxeit.inr import INR, INRConfig, bandwidth_for_mesh, mesh_resolution, render, total_variation
 from jaxeit.inr.fit import _loss, data_loss, make_problem
-from jaxeit.inr.model import domain_frame, normalise_coordinates
+from jaxeit.inr.model import domain_frame, factor_features, normalise_coordinates
 from jaxeit.recon import reconstruct
 
 
@@ -64,10 +64,12 @@ def test_one_pass_loss_equals_two_pass_formula(small_disk):
     v = fm.voltages(jnp.full(small_disk.n_elements, 1.1) + 0.3 * (small_disk.centroids()[:, 0] > 0.3))
     prob, g = make_problem(fm, v, 16)
     assert prob.n_centroids == small_disk.n_elements and 0 < prob.grid_index.size < 16 * 16
-    net = INR(bandwidth=2.0, background=prob.background, n_features=16, width=16, depth=2,
+    net = INR(bandwidth=0.3, background=prob.background, n_features=64, width=16, depth=2,
               rngs=nnx.Rngs(params=0), output_scale=0.3)
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
     tv = total_variation(prob.mask, pixel_size=2 / 16)
+    factored = prob.with_features(net.features)
+    assert factored.feature_basis is not None and factored.features.shape[0] < 128  # smooth features: low rank
     kw = dict(graphdef=graphdef, rest=rest, model=fm, v=v, regs=(tv,), weights=jnp.asarray([0.1]))
 
     def direct(p):
@@ -78,12 +80,25 @@ def test_one_pass_loss_equals_two_pass_formula(small_disk):
         return d + 0.1 * tv(jnp.where(prob.mask, image, 1.0))
 
     key = jax.random.PRNGKey(0)
-    for p_ in (prob, prob.with_features(net.features)):
+    for p_ in (prob, prob.with_features(net.features, factor=False), factored):
         val, grad = jax.value_and_grad(lambda p: _loss(p, key, prob=p_, **kw)[0])(params)
         ref_val, ref_grad = jax.value_and_grad(direct)(params)
         np.testing.assert_allclose(val, ref_val, rtol=1e-5)
         for a, b in zip(jax.tree.leaves(grad), jax.tree.leaves(ref_grad)):
             np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-5 * float(jnp.max(jnp.abs(b))))
+
+
+def test_factored_features_equal_the_features_to_float32_rounding():
+    x = jax.random.uniform(jax.random.PRNGKey(2), (3000, 2), minval=-1, maxval=1)
+    smooth = INR(bandwidth=1.0, n_features=256, rngs=nnx.Rngs(params=0)).features.columns(x)
+    basis, coeffs = factor_features(smooth)
+    assert basis is not None and basis.shape[0] == 512 and basis.shape[1] == coeffs.shape[0] < 400
+    rel = float(jnp.linalg.norm(basis @ coeffs - smooth) / jnp.linalg.norm(smooth))
+    assert rel < 1e-6
+    # broadband features are full rank: nothing to gain, the features come back unchanged
+    rough = INR(bandwidth=40.0, n_features=256, rngs=nnx.Rngs(params=0)).features.columns(x)
+    basis, coeffs = factor_features(rough)
+    assert basis is None and coeffs.shape == rough.shape
 
 
 def test_total_variation_of_a_disk():

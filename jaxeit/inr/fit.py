@@ -28,7 +28,7 @@ from ..grid import Grid, domain_mask
 from ..recon.classical import fit_homogeneous
 from ..recon.result import Result
 from .bandwidth import DEFAULT_KAPPA, bandwidth_for_mesh
-from .model import INR, FourierFeatures, domain_frame, normalise_coordinates
+from .model import INR, FourierFeatures, domain_frame, factor_features, normalise_coordinates
 from .regularizers import Regularizer, as_pytree
 
 __all__ = ["INRConfig", "fit_inr", "inr_reconstruct", "render", "make_problem", "data_loss"]
@@ -47,10 +47,12 @@ class INRConfig:
     iterations: int = 600
     grid_size: int = 32  # regularisers see the INR on this grid (Diff-INR uses the prior's size)
     chunk: int = 50  # iterations per jitted scan call
+    factor_features: bool = True  # low-rank factors of the fixed features when cheaper (equal to float32 rounding)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["points", "features", "grid_index", "mask", "background", "v_norm2"],
+                   data_fields=["points", "features", "feature_basis", "grid_index", "mask", "background",
+                                "v_norm2"],
                    meta_fields=["n_centroids", "grid_shape"])
 @dataclasses.dataclass(frozen=True)
 class Problem:
@@ -62,7 +64,9 @@ class Problem:
     """
 
     points: jax.Array  # (E + G, 2) float32, normalised
-    features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step)
+    features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step);
+    #                             with feature_basis: their (r, E + G) coefficients in it
+    feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.inr.model.factor_features
     grid_index: jax.Array  # (G,) int32 flat indices of the inside pixels in the (H, W) grid
     mask: jax.Array  # (H, W) bool
     background: jax.Array  # σ_bg
@@ -75,9 +79,13 @@ class Problem:
         """(E, 2) float32 normalised element centroids."""
         return self.points[: self.n_centroids]
 
-    def with_features(self, features: FourierFeatures) -> Problem:
-        """This problem with the features of ``points`` precomputed: exact, as B is not trained."""
-        return dataclasses.replace(self, features=features.columns(self.points))
+    def with_features(self, features: FourierFeatures, factor: bool = True) -> Problem:
+        """This problem with the features of ``points`` precomputed (exact, as B is not trained) and,
+        with ``factor``, stored as low-rank factors when that makes the first layer cheaper
+        (:func:`~jaxeit.inr.model.factor_features`: equal to float32 rounding)."""
+        cols = features.columns(self.points)
+        basis, coeffs = factor_features(cols) if factor else (None, cols)
+        return dataclasses.replace(self, features=coeffs, feature_basis=basis)
 
 
 def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None, *,
@@ -94,7 +102,8 @@ def make_problem(model: ForwardModel, v, grid_size: int, background: float | Non
     inside = np.flatnonzero(mask.ravel()) if evaluate_grid else np.zeros(0, np.int64)
     points = np.concatenate([model.mesh.centroids(), grid.points()[inside]])
     prob = Problem(
-        points=normalise_coordinates(points, centre, scale).astype(jnp.float32), features=None,
+        points=normalise_coordinates(points, centre, scale).astype(jnp.float32),
+        features=None, feature_basis=None,
         grid_index=jnp.asarray(inside, jnp.int32), mask=jnp.asarray(mask), background=jnp.asarray(bg),
         v_norm2=jnp.sum(jnp.asarray(v, jnp.float64) ** 2), n_centroids=model.mesh.n_elements,
         grid_shape=grid.shape)
@@ -110,7 +119,7 @@ def data_loss(model: ForwardModel, sigma, v, v_norm2):
 def _loss(params, key, *, graphdef, rest, model, v, prob: Problem, regs, weights):
     inr = nnx.merge(graphdef, params, rest)
     feats = inr.features.columns(prob.points) if prob.features is None else prob.features
-    sigma = jnp.exp(inr.log_sigma_of_features(feats))  # one MLP pass over centroids and inside pixels
+    sigma = jnp.exp(inr.log_sigma_of_features(feats, prob.feature_basis))  # one MLP pass, all points
     d = data_loss(model, sigma[: prob.n_centroids], v, prob.v_norm2)
     inside = sigma[prob.n_centroids:] / prob.background
     image = (jnp.ones(prob.mask.size, inside.dtype)
@@ -207,7 +216,7 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
     inr = INR(bandwidth=bandwidth_for_mesh(model.mesh, config.kappa), background=prob.background,
               n_features=config.n_features, width=config.width, depth=config.depth,
               rngs=nnx.Rngs(params=k_init))
-    prob = prob.with_features(inr.features)
+    prob = prob.with_features(inr.features, factor=config.factor_features)
     graphdef, params, rest = nnx.split(inr, nnx.Param, ...)
     n_chunks = -(-config.iterations // config.chunk)
     total = n_chunks * config.chunk
