@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import hashlib
 import math
 import pickle
 import sys
@@ -55,6 +56,8 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "MAP-GN, organisers' prior + drift": ("gn-map", {}, None),
     "TV (PD-IPM, σ)": ("tv", dict(alpha=1e-5, max_iter=25), (1,)),
     "TV of log σ": ("tv-log", dict(alpha=1e-4), (1,)),
+    "INR+TV": ("inr+tv", {}, (1,)),
+    "Diff-INR": ("diff-inr", {}, (1,)),
 }
 BEST = "MAP-GN, organisers' prior + drift"
 KIT4_METHODS = {"TV (PD-IPM)": ("tv", dict(alpha=1e-4, max_iter=25)), "GN, Laplace": ("gn", dict(alpha=0.03)),
@@ -70,11 +73,13 @@ class SectionCache:
 
     def __init__(self, folder: Path, enabled: bool = True):
         self.folder, self.enabled = Path(folder), enabled
+        self.resumed: list[str] = []   # keys read back instead of computed
 
     def __call__(self, key: str, compute, *args):
         path = self.folder / f"{key}.pkl"
         if self.enabled and path.exists():
             print(f"{key}: resumed from {path}", flush=True)
+            self.resumed.append(key)
             return pickle.loads(path.read_bytes())
         value = compute(*args)
         atomic_write_bytes(path, pickle.dumps(value))
@@ -252,7 +257,9 @@ def ktc_scores_section(data: Path, quick: bool, out_dir: Path, cache: SectionCac
         return lscores, ltimes, limages
 
     for level in levels:
-        lscores, ltimes, limages = cache(f"ktc_level{level}", one_level, level)
+        run_here = sorted(n for n, (_, _, only) in methods.items() if only is None or level in only)
+        tag = hashlib.sha1(repr(run_here).encode()).hexdigest()[:8]     # a new method list recomputes the level
+        lscores, ltimes, limages = cache(f"ktc_level{level}_{tag}", one_level, level)
         scores.update(lscores)
         images.update(limages)
         for name, t in ltimes.items():
@@ -505,7 +512,9 @@ def main(argv=None):
           f"{len(dists)} matched inclusions. Photo measurements are good to about ±1 cm (perspective: the "
           "objects' tops are photographed; the camera is not above the centre).", "",
           "![KIT4](real_data_kit4.png)", "",
-          f"Total run time {time.perf_counter() - t_start:.0f} s.", ""]
+          f"Run time of this invocation {time.perf_counter() - t_start:.0f} s"
+          + (f" (read back from earlier runs of the same command: {', '.join(cache.resumed)})." if cache.resumed
+             else "."), ""]
     text = "\n".join(md)
     atomic_write_text(out / f"{stem}.md", text)
     print(f"wrote {out / (stem + '.md')}")
