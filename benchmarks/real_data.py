@@ -31,7 +31,6 @@ import sys
 import time
 from pathlib import Path
 
-import jax
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -83,9 +82,6 @@ class SectionCache:
             return pickle.loads(path.read_bytes())
         value = compute(*args)
         atomic_write_bytes(path, pickle.dumps(value))
-        # each section compiles many programs (meshes, geometries, methods); dropping them keeps the
-        # process under the kernel's memory-map limit on long runs
-        jax.clear_caches()
         return value
 
 
