@@ -164,6 +164,36 @@ def test_dps_moves_toward_the_linear_gaussian_posterior():
     assert float(jnp.linalg.norm(xs0.mean(0) - MU)) < 4 * SD * 2 / math.sqrt(256)
 
 
+@pytest.mark.parametrize("name", ["vp", "ve"])
+def test_dps_from_a_start_image_is_csd_star_plus_the_likelihood_step(name):
+    sde, sc = SDES[name], exact(SDES[name])
+    t0, n, d = 0.55, 1500, 2
+    gn = jnp.array([0.0, 1.0])
+    A = jnp.array([[1.0, 0.0]])
+    v = jnp.array([2.0])
+    # ζ = 0: the reverse diffusion from the diffused start image, x0 | x_gn ~ N(μ + κα(x_gn − μ), v + κ²std²)
+    x0, res0 = sampling.dps_sample(sc, sde, Partial(jnp.matmul, A), v, jax.random.PRNGKey(12), zeta=0.0,
+                                   shape=(d,), n_samples=n, x_start=gn, start_time=t0, return_residuals=True)
+    assert res0.shape[0] == round(sde.N * (t0 - sde.eps) / (sde.T - sde.eps))
+    a, std = (float(c) for c in sde.marginal_coeffs(t0))
+    vt = a**2 * SD**2 + std**2
+    kappa, var = a * SD**2 / vt, SD**2 * std**2 / vt
+    want_sd = math.sqrt(var + kappa**2 * std**2)
+    np.testing.assert_allclose(x0.mean(0), MU + kappa * a * (gn - MU), atol=4 * want_sd / math.sqrt(n))
+    np.testing.assert_allclose(x0.std(0), want_sd, rtol=4 * math.sqrt(0.5 / n) + 0.03)
+    # ζ > 0 pulls the measured coordinate toward v and leaves the unmeasured one alone
+    x1 = sampling.dps_sample(sc, sde, Partial(jnp.matmul, A), v, jax.random.PRNGKey(12), zeta=0.02,
+                             shape=(d,), n_samples=n, x_start=gn, start_time=t0)
+    assert abs(float(x1[:, 0].mean()) - 2.0) < 0.5 * abs(float(x0[:, 0].mean()) - 2.0)
+    assert abs(float(x1[:, 1].mean()) - float(x0[:, 1].mean())) < 4 * want_sd / math.sqrt(n) * 2
+    with pytest.raises(ValueError, match="event shape"):
+        sampling.dps_sample(sc, sde, Partial(jnp.matmul, A), v, jax.random.PRNGKey(12), zeta=0.0,
+                            shape=(d,), x_start=jnp.zeros(3), start_time=t0)
+    with pytest.raises(ValueError, match="needs x_start"):
+        sampling.dps_sample(sc, sde, Partial(jnp.matmul, A), v, jax.random.PRNGKey(12), zeta=0.0,
+                            shape=(d,), start_time=t0)
+
+
 def test_dps_data_range_clips_what_the_measurement_sees_and_the_samples():
     sde = VPSDE()
     lo, hi = -0.2, 0.3
