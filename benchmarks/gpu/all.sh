@@ -33,8 +33,8 @@ fi
 stage diffinr_step ${T_STEP:-45} $PY benchmarks/gpu/diffinr_step.py --out "$DEST/gpu_diffinr_step_gpu.md"
 # the DGM study at a GPU-sized scale: 64 px, 6000 training pairs per setting, time-budgeted training
 stage dgm ${T_DGM:-330} $PY benchmarks/dgm.py --size 64 --n-train 6000 --n-val 200 --n-test 200 \
-  --batch-size 32 --train-seconds ${TRAIN_S:-12} --vae-epochs 100 --mlp-epochs 400 --cnf-epochs 100 --score-epochs 200 --csd-samples 8 --csd-steps 200 --csd-sweep-n 50 \
-  --dps-samples 4 --dps-steps 200 --dps-n-test 32 --dps-zetas 1,3 --dps-val 8 --skip-throughput \
+  --batch-size 32 --train-seconds ${TRAIN_S:-12} --vae-epochs 100 --mlp-epochs 400 --cnf-epochs 100 --score-epochs 200 --csd-samples 8 --csd-steps 200 --csd-t0 0.3 --csd-sweep-n 50 \
+  --dps-samples 4 --dps-steps 200 --dps-n-test 32 --dps-zetas 1,3,10,30 --dps-val 8 --skip-throughput \
   --workdir /tmp/dgm_gpu --out "$DEST/dgm/dgm_gpu.md" --no-progress
 stage forward ${T_FWD:-75} $PY benchmarks/gpu/forward_scaling.py --out "$DEST/gpu_forward_gpu.md"
 stage training ${T_TRAIN:-60} $PY benchmarks/gpu/training_throughput.py --out "$DEST/gpu_training_gpu.md"

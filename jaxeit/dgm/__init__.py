@@ -13,13 +13,9 @@
   (``reconstruct(gn_images, key)`` → CSD* mean and std).
 * :mod:`jaxeit.dgm.sampling` — predictor–corrector, reverse-SDE and
   probability-flow ODE samplers (diffrax), CSD* (:func:`csd_star`, §3.3.2) and
-  DPS (:func:`dps_sample`, Chung et al. 2023).
-* :mod:`jaxeit.dgm.sde`, :mod:`jaxeit.dgm.score`, :mod:`jaxeit.dgm.sampling` — score-based
-  diffusion (Song et al. 2021; §3.3): VP/VE SDEs, denoising score matching with a
-  U-Net score model (:class:`ScoreModel`, :func:`train_score`), predictor–corrector
-  and diffrax reverse-SDE / probability-flow ODE samplers, CSD* post-processing of a
-  GN image (:func:`csd_star`) and DPS posterior sampling through any differentiable
-  forward map (:func:`dps_sample`).
+  DPS posterior sampling through any differentiable forward map
+  (:func:`dps_sample`, Chung et al. 2023), from noise or, like CSD*, from a
+  start image diffused to t₀ (CSD* with the likelihood step).
 * :mod:`jaxeit.dgm.training` — the shared resumable training loop (optax,
   ``nnx.split`` + ``jax.jit`` + ``nnx.merge``, atomic checkpoints).
 
