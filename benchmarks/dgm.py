@@ -610,9 +610,9 @@ def main(argv=None) -> int:
         score_models = [v for k, v in cache.items() if k[0] == "score"]
         if score_models and not speed and not args.skip_sampler_speed:
             speed = sampler_speed(score_models[0], args)
-        write_report(args, results, figures, gen_info, t_start, throughput, gn_info, sweep, speed, cache,
+        write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info, sweep, speed, cache,
                      failures)
-    write_report(args, results, figures, gen_info, t_start, throughput, gn_info, sweep, speed, cache, failures)
+    write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info, sweep, speed, cache, failures)
     print(f"\nreport written to {args.out}")
     return 0
 
@@ -647,6 +647,12 @@ def sampler_speed(model: ScoreModel, args) -> list[tuple]:
     return rows
 
 
+def subset_size(name: str) -> int | None:
+    """k of a row named "<method> (first k)" (a method evaluated on the first k test samples), else None."""
+    m = re.search(r"\(first (\d+)\)$", name)
+    return int(m.group(1)) if m else None
+
+
 def add_gn_subset(rows: dict, sub: dict, mask, background) -> None:
     """Add the row "GN (first k)": GN on the same k test samples as a method evaluated on a subset, so
     that the verdicts compare like with like."""
@@ -667,11 +673,11 @@ def rerender(args) -> int:
         mask = load_geometry(folder)["mask"].astype(bool)
         test = load_split(folder, "test")
         for name in list(res["rows"]):
-            m = re.search(r"\(first (\d+)\)$", name)
-            if m and not name.startswith("GN"):
-                add_gn_subset(res["rows"], {k: v[:int(m.group(1))] for k, v in test.items()}, mask, 1.0)
+            k = subset_size(name)
+            if k and not name.startswith("GN"):
+                add_gn_subset(res["rows"], {f: v[:k] for f, v in test.items()}, mask, 1.0)
     old = args.out.read_text() if args.out.exists() else ""
-    wall = re.search(r"Total wall time of this invocation: ([\d.]+) min", old)
+    wall = re.search(r"[Tt]otal wall time of (?:this invocation|that run): ([\d.]+) min", old)   # also after a rerender
     cache = {"dps_zeta": {tuple(k.split("/")): v for k, v in saved.get("dps_zeta", {}).items()}}
     write_report(args, results, {t: f"{args.out.stem}_table{t}.png" for t in results}, saved["generation"],
                  None if wall is None else float(wall.group(1)) * 60, saved["throughput"], saved["gn"],
@@ -680,7 +686,7 @@ def rerender(args) -> int:
     return 0
 
 
-def write_report(args, results, figures, gen_info, t_start, throughput, gn_info, sweep, speed, cache, failures):
+def write_report(args, results, figures, gen_info, wall, throughput, gn_info, sweep, speed, cache, failures):
     """Render and atomically write the Markdown report and its JSON (after every table: nothing is
     lost if a long run stops)."""
     training = {}
@@ -688,10 +694,6 @@ def write_report(args, results, figures, gen_info, t_start, throughput, gn_info,
         ckpts = {p.stem.split(".")[0]: checkpoint_summary(p) for p in wd.glob("*.ckpt.npz")}
         if ckpts:
             training[wd.name] = ckpts
-    if args.rerender:   # t_start is then the original run's wall time (s), or None if unknown
-        wall = t_start
-    else:
-        wall = time.perf_counter() - t_start
     report = render(args, results, figures, gen_info, training, wall, throughput,
                     gn_info)
     if sweep:
@@ -822,8 +824,8 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
             verdict = []
             for m in rows:
                 if not m.startswith("GN") and not m.startswith("Background") and "per sample" not in m:
-                    sub = re.search(r"\(first (\d+)\)$", m)
-                    ref = f"GN (first {sub.group(1)})" if sub and f"GN (first {sub.group(1)})" in rows else "GN"
+                    ref = f"GN (first {subset_size(m)})"
+                    ref = ref if ref in rows else "GN"
                     better = rows[m]["SSIM"][0] > rows[ref]["SSIM"][0]
                     verdict.append(f"{m} {'beats' if better else 'does NOT beat'} GN in SSIM "
                                    f"({rows[m]['SSIM'][0]:.3f} vs {rows[ref]['SSIM'][0]:.3f}"

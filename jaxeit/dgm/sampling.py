@@ -461,7 +461,8 @@ def dps_sample(score_fn, sde, measurement_fn, v, key, *, zeta: float, shape, n_s
         zeta: step size ζ (≥ 0; DPS used 0.1–1 on 256² images in [−1, 1]).
         shape: the event shape of one image, e.g. (n, n).
         n_samples: chains.
-        n_steps: reverse steps from T to eps (default the SDE's N, 1000 as in DPS).
+        n_steps: reverse steps from the start time to eps (default the SDE's N-step
+            grid over that span: N = 1000 from T, as in DPS).
         dtype: the chains' dtype.
         data_range: (lo, hi) of the training images in model units, or None (no clipping).
         x_start: optional image of ``shape`` (e.g. a Gauss–Newton reconstruction in
