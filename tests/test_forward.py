@@ -124,12 +124,20 @@ def test_gradient_in_contact_impedance(small_disk, getkey, per_electrode):
 
 def test_vmap_equals_separate_calls(small_disk, getkey):
     fm = ForwardModel(small_disk, protocol.adjacent(16))
-    sigmas = jnp.stack([random_sigma(small_disk, getkey()) for _ in range(8)])
+    # 7 rows: on a CPU a batch runs in groups of CPU_BATCH_GROUP, so this also covers a partial group
+    sigmas = jnp.stack([random_sigma(small_disk, getkey()) for _ in range(7)])
     batched = fm.voltages(sigmas)
     vmapped = jax.vmap(fm.voltages)(sigmas)
-    for i in range(8):
+    for i in range(7):
         np.testing.assert_allclose(batched[i], fm.voltages(sigmas[i]), rtol=1e-12, atol=1e-14)
         np.testing.assert_allclose(vmapped[i], fm.voltages(sigmas[i]), rtol=1e-12, atol=1e-14)
+    jac = fm.jacobian(sigmas[:5])
+    assert jac.shape == (5, 208, small_disk.n_elements)
+    np.testing.assert_allclose(jac[4], fm.jacobian(sigmas[4]), rtol=1e-12, atol=1e-14)
+    # the gradient through a batched call is the per-row gradient
+    w = jax.random.normal(getkey(), (7, 208), dtype=jnp.float64)
+    g = jax.grad(lambda s: jnp.sum(w * fm.voltages(s)))(sigmas)
+    np.testing.assert_allclose(g[6], w[6] @ fm.jacobian(sigmas[6]), rtol=1e-10, atol=1e-14)
 
 
 @pytest.mark.parametrize("model", ["cem", "point"])

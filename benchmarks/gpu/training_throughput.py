@@ -7,7 +7,7 @@ models: ``train_cnf`` / ``train_cvae`` / ``train_score``, which share
 trainers cache their jitted steps); the second run of K₂ steps is timed:
 images/s = K₂·B / t₂ (model initialisation included, compilation not).
 
-    python benchmarks/gpu/training_throughput.py [--quick] [--sizes 64,128]
+    python benchmarks/gpu/training_throughput.py [--quick] [--sizes 64,128] [--steps 20,120]
 """
 
 from __future__ import annotations
@@ -86,11 +86,12 @@ def main(argv=None):
     ap.add_argument("--quick", action="store_true", help="32 px, few steps (CPU smoke run)")
     ap.add_argument("--sizes", default=None, help="image sizes (default 64,128; quick 32)")
     ap.add_argument("--batch", type=int, default=None, help="CNF/CVAE batch (default 32; quick 8)")
+    ap.add_argument("--steps", default=None, help="warm-up,timed steps (default 20,120; quick 2,6)")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     sizes = [int(s) for s in (args.sizes or ("32" if args.quick else "64,128")).split(",")]
     batch = args.batch or (8 if args.quick else 32)
-    k1, k2 = (2, 6) if args.quick else (20, 120)
+    k1, k2 = (int(k) for k in (args.steps or ("2,6" if args.quick else "20,120")).split(","))
     rows, note = [], ""
     try:
         for size in sizes:

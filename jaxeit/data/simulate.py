@@ -7,7 +7,7 @@ into a folder (layout: :mod:`jaxeit.data.store`) and returns its path. It is
   ``fold_in(PRNGKey(seed), i)`` (split into a phantom key and a noise key), so
   any shard can be regenerated alone and gives the same samples;
 * **batched**: a chunk of ``chunk_size`` samples is one jitted call (phantoms
-  by ``vmap``, element averages, pixel averages, a ``vmap``-ed forward solve,
+  by ``vmap``, element averages, pixel averages, the batched forward solve,
   noise, the linearised GN as one matrix product, rendering); the last chunk of
   a shard is padded so every chunk runs the same compiled program;
 * **data-parallel**: with N devices (default: all devices of this process)

@@ -94,6 +94,20 @@ def _nodal_potentials(disc, sigma, z, backend, cg_tol):
     return u
 
 
+#: samples solved together per step of a batch on a CPU (see :func:`_over_batch`)
+CPU_BATCH_GROUP = 4
+
+
+def _over_batch(fn, sigma):
+    """``fn`` over the rows of ``sigma`` (B, E): one ``vmap`` on an accelerator; on a CPU in groups of
+    :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations outgrows the
+    caches and gets slower per sample as B grows (979 nodes, banded: 195 conductivities/s at B = 1,
+    126 at B = 256 vmapped, 188 in groups of 4; ``benchmarks/gpu/forward_scaling.py``)."""
+    if jax.default_backend() == "cpu":
+        return jax.lax.map(fn, sigma, batch_size=min(CPU_BATCH_GROUP, sigma.shape[0]))
+    return jax.vmap(fn)(sigma)
+
+
 # -- the user-facing class --------------------------------------------------------
 
 def _is_concrete(x) -> bool:
@@ -190,7 +204,7 @@ class ForwardModel:
         z = self.contact_impedance if contact_impedance is None else self._check_z(contact_impedance)
         f = functools.partial(fn, backend=self.solver, cg_tol=self.cg_tol)
         if sigma.ndim == 2:
-            return jax.vmap(f, in_axes=(None, 0, None))(self.disc, sigma, z)
+            return _over_batch(lambda s: f(self.disc, s, z), sigma)
         return f(self.disc, sigma, z)
 
     # -- physics ------------------------------------------------------------------------
