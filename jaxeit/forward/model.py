@@ -100,12 +100,17 @@ CPU_BATCH_GROUP = 4
 
 def _over_batch(fn, sigma):
     """``fn`` over the rows of ``sigma`` (B, E): one ``vmap`` on an accelerator; on a CPU in groups of
-    :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations outgrows the
-    caches and gets slower per sample as B grows (979 nodes, banded: 195 conductivities/s at B = 1,
-    126 at B = 256 vmapped, 188 in groups of 4; ``benchmarks/gpu/forward_scaling.py``)."""
-    if jax.default_backend() == "cpu":
-        return jax.lax.map(fn, sigma, batch_size=min(CPU_BATCH_GROUP, sigma.shape[0]))
-    return jax.vmap(fn)(sigma)
+    :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations gets slower per
+    sample as B grows, likely as its working set outgrows the caches (979 nodes, banded: 161 conductivities/s at B = 1,
+    112 at B = 1024 vmapped, 235 in groups of 4; ``benchmarks/gpu/forward_scaling.py``)."""
+    b = sigma.shape[0]
+    if jax.default_backend() != "cpu" or b <= CPU_BATCH_GROUP:
+        return jax.vmap(fn)(sigma)
+    # pad to whole groups with copies of the last row (sliced off again), so one group body is compiled
+    pad = -b % CPU_BATCH_GROUP
+    padded = jnp.concatenate([sigma, jnp.broadcast_to(sigma[-1:], (pad, sigma.shape[1]))]) if pad else sigma
+    out = jax.lax.map(jax.vmap(fn), padded.reshape(-1, CPU_BATCH_GROUP, sigma.shape[1]))
+    return jax.tree.map(lambda x: x.reshape((-1,) + x.shape[2:])[:b], out)
 
 
 # -- the user-facing class --------------------------------------------------------

@@ -32,7 +32,7 @@ unknowns and ``"cg"`` above; on a CPU ``"dense"`` up to
 ``benchmarks/forward.py`` on a CPU and ``benchmarks/gpu/forward_scaling.py`` on an H200: dense
 Cholesky time grows ~n^1.8 there and CG ~n^0.75, crossing near 8k unknowns).
 On a CPU the host sparse LU is faster than ``"banded"`` from ~5k nodes (CEM,
-a new σ per call: 50 vs 76 ms at 6.8k nodes, 236 vs 542 ms at 19.7k) but it is
+a new σ per call: 55 vs 78 ms at 6.8k nodes, 252 vs 577 ms at 19.7k) but it is
 a host callback, so ``"auto"`` never picks it: pass ``solver="scipy"`` for large
 meshes on a CPU. ``benchmarks/gpu/profile_hot_paths.py`` splits each backend's
 time into assembly, factorisation, solves and measurement (the banded
