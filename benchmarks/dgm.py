@@ -610,9 +610,10 @@ def main(argv=None) -> int:
         score_models = [v for k, v in cache.items() if k[0] == "score"]
         if score_models and not speed and not args.skip_sampler_speed:
             speed = sampler_speed(score_models[0], args)
-        write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info, sweep, speed, cache,
-                     failures)
-    write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info, sweep, speed, cache, failures)
+        write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info,
+                     sweep, speed, cache, failures)
+    write_report(args, results, figures, gen_info, time.perf_counter() - t_start, throughput, gn_info, sweep,
+                 speed, cache, failures)
     print(f"\nreport written to {args.out}")
     return 0
 
@@ -824,8 +825,8 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
             verdict = []
             for m in rows:
                 if not m.startswith("GN") and not m.startswith("Background") and "per sample" not in m:
-                    ref = f"GN (first {subset_size(m)})"
-                    ref = ref if ref in rows else "GN"
+                    k = subset_size(m)
+                    ref = f"GN (first {k})" if k and f"GN (first {k})" in rows else "GN"
                     better = rows[m]["SSIM"][0] > rows[ref]["SSIM"][0]
                     verdict.append(f"{m} {'beats' if better else 'does NOT beat'} GN in SSIM "
                                    f"({rows[m]['SSIM'][0]:.3f} vs {rows[ref]['SSIM'][0]:.3f}"

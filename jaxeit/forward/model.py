@@ -56,16 +56,25 @@ def _transfer_matrix(disc: Discretization, fields):
     return z
 
 
+def _pattern_potentials(disc: Discretization, fields):
+    """(P, L) electrode potentials per current pattern from the unit-current ``fields``."""
+    return disc.currents @ _transfer_matrix(disc, fields).T
+
+
+def measure(disc: Discretization, fields):
+    """(M,) voltages of the protocol from the (n, L) unit-current ``fields``."""
+    u = _pattern_potentials(disc, fields)
+    return jnp.sum(disc.meas_weights * u[disc.meas_pattern], axis=1)
+
+
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
 def _potentials(disc, sigma, z, backend, cg_tol):
-    fields = _electrode_fields(disc, sigma, z, backend, cg_tol)
-    return disc.currents @ _transfer_matrix(disc, fields).T
+    return _pattern_potentials(disc, _electrode_fields(disc, sigma, z, backend, cg_tol))
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
 def _voltages(disc, sigma, z, backend, cg_tol):
-    u = _potentials(disc, sigma, z, backend, cg_tol)
-    return jnp.sum(disc.meas_weights * u[disc.meas_pattern], axis=1)
+    return measure(disc, _electrode_fields(disc, sigma, z, backend, cg_tol))
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol"))
@@ -100,9 +109,10 @@ CPU_BATCH_GROUP = 4
 
 def _over_batch(fn, sigma):
     """``fn`` over the rows of ``sigma`` (B, E): one ``vmap`` on an accelerator; on a CPU in groups of
-    :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations gets slower per
-    sample as B grows, likely as its working set outgrows the caches (979 nodes, banded: 161 conductivities/s at B = 1,
-    112 at B = 1024 vmapped, 235 in groups of 4; ``benchmarks/gpu/forward_scaling.py``)."""
+    :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations gets slower
+    per sample as B grows, likely as its working set outgrows the caches (979 nodes, banded:
+    161 conductivities/s at B = 1, 112 at B = 1024 vmapped, 235 in groups of 4;
+    ``benchmarks/gpu/forward_scaling.py``)."""
     b = sigma.shape[0]
     if jax.default_backend() != "cpu" or b <= CPU_BATCH_GROUP:
         return jax.vmap(fn)(sigma)
