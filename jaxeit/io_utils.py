@@ -1,4 +1,9 @@
-"""Small file utilities: atomic writes (nothing half-written is left after a crash)."""
+"""Small file utilities: atomic, durable writes (nothing half-written is left after a crash).
+
+The one writer of the package: a temporary file in the target's folder, written,
+flushed to disk (``fsync``), then moved over the target with ``os.replace``
+(atomic on POSIX), and the folder entry flushed too.
+"""
 
 from __future__ import annotations
 
@@ -28,10 +33,26 @@ def atomic_path(path, suffix: str | None = None):
         yield Path(tmp)
         if os.path.exists(tmp):
             os.chmod(tmp, 0o666 & ~umask)
+            _fsync(tmp)
         os.replace(tmp, path)
+        _fsync(path.parent)
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+
+
+def _fsync(path) -> None:
+    """Flush a file's (or a folder entry's) data to disk; a no-op where the OS does not allow it."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_write_text(path, text: str) -> Path:

@@ -320,8 +320,9 @@ def test_train_score_loss_decreases_and_resumes_exactly(tmp_path):
     losses = [h["loss"] for h in straight.history]
     assert len(losses) == 6 and losses[-1] < 0.8 * losses[0]
     part = train_score(images, config, tmp_path / "b", key=key, progress=False, log=None, until_step=3)
-    assert part.history[-1]["step"] == 3
+    assert all(h["step"] <= 3 for h in part.history)
     resumed = train_score(images, config, tmp_path / "b", key=key, progress=False, log=None)
+    assert resumed.history == straight.history
     for a, b in zip(jax.tree_util.tree_leaves((straight.params, straight.ema_params)),
                     jax.tree_util.tree_leaves((resumed.params, resumed.ema_params))):
         np.testing.assert_array_equal(np.asarray(a), np.asarray(b))

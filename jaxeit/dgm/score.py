@@ -16,13 +16,11 @@
   ``configs/ve/EIT_configs.py``), :func:`train_score` and the trained
   :class:`ScoreModel` (``reconstruct(gn_images, key)``: CSD* mean and std).
 
-Training loop: :func:`jaxeit.dgm.training.fit` has no hook for an exponential
-moving average of the weights, so :func:`train_score` runs a loop of the same
-design (same data order ``default_rng([seed, epoch])``, step keys
-``fold_in(key, step)``, atomic ``<workdir>/score.ckpt.npz`` checkpoints written
-with :func:`~jaxeit.dgm.training.save_checkpoint` and resumed when the run
-description matches, bit-for-bit resume, data-parallel over ``devices``) whose
-state also holds the EMA.
+Training: :func:`jaxeit.dgm.training.fit` (the package's one trainer) with an
+EMA of the weights in the state: data order ``default_rng([seed, epoch])``, step
+keys ``fold_in(key, step)``, atomic ``<workdir>/score.ckpt.npz`` checkpoints
+resumed when the run description matches, bit-for-bit resume, data-parallel
+over ``devices``.
 Optimiser (``score_sde``): clip by global norm → [L2 decay] → Adam with a
 linear warm-up of the learning rate. Networks are float32.
 """
@@ -34,22 +32,19 @@ import functools
 import json
 import math
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-import optax
 from flax import nnx
 from jax.tree_util import Partial
 
-from ..parallel import data_mesh, replicate
-from ..priors.diffusion import ema_update
+from ..parallel import data_mesh
 from ..priors.unet import UNetConfig, abstract_params, init_params
 from .sampling import csd_star, pc_sample
 from .sde import VESDE, VPSDE, _bcast, get_sde
-from .training import (FitConfig, count_params, epoch_batches, load_arrays, load_checkpoint, run_loop, save_arrays,
-                       save_checkpoint)
+from .training import fit as fit_model
+from .training import FitConfig, count_params, load_arrays, save_arrays
 
 __all__ = ["ScoreConfig", "ScoreModel", "dsm_loss", "network_time", "score_apply", "train_score"]
 
@@ -349,55 +344,16 @@ def _zeros_like_abstract(config: ScoreConfig):
 # Training (the loop of jaxeit.dgm.training.fit, plus an EMA in the state)
 # -----------------------------------------------------------------------------------
 
-class EMATrainState(NamedTuple):
-    """Everything a resume needs (a pytree)."""
-
-    step: jax.Array      # () int32, steps done
-    params: object       # trainable parameters
-    opt_state: object    # optax state
-    ema: object          # EMA of params
-
-
-def _optimizer(lr: float, weight_decay: float, grad_clip, warmup: int) -> optax.GradientTransformation:
-    """clip_by_global_norm → add_decayed_weights → Adam(lr · min(1, (step + 1)/warmup)) (``score_sde``)."""
-    parts = []
-    if grad_clip:
-        parts.append(optax.clip_by_global_norm(grad_clip))
-    if weight_decay:
-        parts.append(optax.add_decayed_weights(weight_decay))
-    rate = lr if not warmup else (lambda count: lr * jnp.minimum(1.0, (count + 1.0) / warmup))
-    parts.append(optax.adam(rate))
-    return optax.chain(*parts)
-
-
 @functools.lru_cache(maxsize=16)
 def _loss_fn(graphdef, sde, likelihood_weighting: bool, reduce_mean: bool, eps: float):
+    """``loss(params, rest, batch, key, extra) -> (loss, {})`` of :func:`jaxeit.dgm.training.fit`."""
     apply = score_apply(graphdef, sde)
 
-    def loss(params, images, key):
-        return dsm_loss(Partial(apply, params), sde, images, key, likelihood_weighting=likelihood_weighting,
-                        eps=eps, reduce_mean=reduce_mean)
+    def loss(params, rest, batch, key, extra):
+        value = dsm_loss(Partial(apply, params), sde, batch["x"], key, likelihood_weighting=likelihood_weighting,
+                         eps=eps, reduce_mean=reduce_mean)
+        return value, {}
     return loss
-
-
-@functools.lru_cache(maxsize=16)
-def _train_step(loss_fn, lr: float, weight_decay: float, grad_clip, warmup: int, ema_decay: float):
-    """The jitted ``step(state, images, base_key) -> (state, aux)``, cached across calls."""
-    opt = _optimizer(lr, weight_decay, grad_clip, warmup)
-
-    @jax.jit
-    def step(state: EMATrainState, images, base_key):
-        key = jax.random.fold_in(base_key, state.step)
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, images, key)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        n = state.step.astype(_F32)
-        decay = jnp.minimum(ema_decay, (1.0 + n) / (10.0 + n))
-        ema = ema_update(state.ema, params, decay)
-        return EMATrainState(state.step + 1, params, opt_state, ema), {"loss": loss,
-                                                                        "grad_norm": optax.tree.norm(grads)}
-
-    return step
 
 
 def _key_data(key) -> list:
@@ -453,37 +409,19 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
         raise ValueError(f"batch_size {fit.batch_size} cannot be split over {mesh.size} devices: use a "
                          f"multiple of {mesh.size} or fewer devices (devices=...)")
     total = spe * fit.epochs
-    end = total if until_step is None else min(int(until_step), total)
 
     init_key, train_key = jax.random.split(key)
     graphdef = _graphdef(config.unet_config())
     _, params = init_params(config.unet_config(), init_key)
-    opt = _optimizer(fit.lr, fit.weight_decay, fit.grad_clip, config.warmup)
-    state = EMATrainState(jnp.asarray(0, jnp.int32), params, opt.init(params),
-                          jax.tree_util.tree_map(jnp.copy, params))
     run = {"model": config.to_dict(), "data": data_tag, "key": _key_data(key)}
-    full_config = {"fit": fit.to_dict(), "run": run, "n_samples": n}
-    ckpt = None if workdir is None else Path(workdir) / "score.ckpt.npz"
-    history, wall = [], 0.0
     log(f"[score] {count_params(params):,} parameters; {n} training images; {total} steps")
-    if ckpt is not None and resume:
-        loaded = load_checkpoint(ckpt, state, config=full_config)
-        if loaded is not None:
-            state, history, wall = loaded
-            log(f"[score] resumed at step {int(state.step)}/{total} ({wall / 60:.1f} min so far)")
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
-
     loss_fn = _loss_fn(graphdef, config.make_sde(), config.likelihood_weighting, config.reduce_mean,
                        config.train_eps)
-    step_fn = _train_step(loss_fn, fit.lr, fit.weight_decay, fit.grad_clip, config.warmup, config.ema_decay)
-    state, train_key = replicate((state, train_key), mesh)
-    batch_at = epoch_batches({"x": data}, fit.batch_size, fit.seed, mesh)
-    state, history = run_loop(lambda st, batch: step_fn(st, batch["x"], train_key), state, batch_at, end=end,
-                              spe=spe, config=fit, history=history, wall=wall, name="score", progress=progress,
-                              log=log, save=None if ckpt is None else
-                              lambda st, h, w: save_checkpoint(ckpt, st, config=full_config, history=h,
-                                                               wall_time=w))
+    fit_config = dataclasses.replace(fit, warmup_steps=config.warmup, ema_decay=config.ema_decay)
+    result = fit_model(loss_fn, params, data={"x": data}, config=fit_config, workdir=workdir, name="score",
+                       run_config=run, resume=resume, until_step=until_step, progress=progress, log=log,
+                       devices=devices, key=train_key)
+    state, history = result.state, result.history
     model = ScoreModel(config, state.params, state.ema, history)
     if workdir is not None:
         model.save(Path(workdir) / "score.npz")

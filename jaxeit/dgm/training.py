@@ -1,42 +1,35 @@
-"""A small, resumable training loop shared by the DGM models (Flax NNX + optax).
+"""Fitting the DGM models (Flax NNX) with the package's one trainer, :mod:`jaxeit.training`.
 
 The pattern (no ``nnx.jit``): a model is split once into ``(graphdef, params,
 rest)`` with :func:`split_model`; the loss is a pure function
 ``loss_fn(params, rest, batch, key, extra) -> (loss, aux)`` that merges the
-model inside (``nnx.merge``); one optimiser step is ``jax.jit``-ed.
-
-:func:`fit` runs epochs over arrays held in host memory:
+model inside (``nnx.merge``). :func:`fit` runs epochs over arrays held in host
+memory through :func:`jaxeit.training.train_loop`:
 
 * the order of epoch ``e`` is ``np.random.default_rng([seed, e]).permutation(n)``
-  and the key of step ``s`` is ``fold_in(PRNGKey(seed), s)``, so the data
-  order and the randomness of a step depend only on ``(seed, s)``: a run
-  resumed from a checkpoint reproduces an uninterrupted run bit for bit;
-* checkpoints (``<workdir>/<name>.ckpt.npz``) hold the whole
-  :class:`TrainState`, the history and the config, are written atomically
-  (temporary file + ``os.replace``) every ``checkpoint_every`` steps, at the
-  end and on ``KeyboardInterrupt``, and are resumed automatically when the
-  config matches;
-* progress is a tqdm bar with the running loss;
+  and the key of step ``s`` is ``fold_in(PRNGKey(seed), s)``, so a run resumed
+  from a checkpoint reproduces an uninterrupted run bit for bit;
+* checkpoints (``<workdir>/<name>.ckpt.npz``, :class:`jaxeit.training.Checkpointer`)
+  are written atomically every ``checkpoint_every`` steps, at the end, at the
+  time budget and on SIGINT/SIGTERM, and resumed when the run description matches;
+* optional early stopping on a validation loss (``FitConfig.patience`` with
+  ``val_data``), keeping the best parameters;
 * data-parallel over ``devices`` (default: all visible devices): each batch is
   split over the devices along its first axis and the parameters and
-  optimiser state are replicated (:mod:`jaxeit.parallel`), so the same step
-  runs on 1 or N devices and XLA adds the gradient all-reduce. The batch size
-  must be a multiple of the number of devices.
+  optimiser state are replicated (:mod:`jaxeit.parallel`).
 
-Optimiser (:func:`make_optimizer`): gradient clipping by global norm, then L2
-weight decay added to the gradient (PyTorch ``Adam(weight_decay=...)``, as in
-the DGM code), then Adam.
+Optimiser: gradient clipping by global norm, then L2 weight decay added to the
+gradient (PyTorch ``Adam(weight_decay=...)``, as in the DGM code), then Adam,
+with an optional linear warm-up and an optional EMA of the parameters.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
-import time
 from pathlib import Path
-from typing import Callable, NamedTuple
+from typing import Callable
 
 import jax
 import jax.numpy as jnp
@@ -44,12 +37,14 @@ import numpy as np
 import optax
 from flax import nnx
 
-from ..io_utils import atomic_path
-from ..parallel import data_mesh, replicate, shard_batch
+from .. import training
+from ..parallel import data_mesh, replicate
+from ..training import (Checkpointer, EarlyStopping, OptimizerConfig, TrainState, checkpoint_summary,
+                        count_params, epoch_batches, load_arrays, save_arrays)
 
 __all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
-           "epoch_batches", "run_loop", "host_rng", "host_normal", "host_zeros", "host_ones",
-           "save_checkpoint", "load_checkpoint", "checkpoint_summary", "save_arrays", "load_arrays"]
+           "epoch_batches", "host_rng", "host_normal", "host_zeros", "host_ones",
+           "checkpoint_summary", "save_arrays", "load_arrays", "FitResult"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,8 +62,15 @@ class FitConfig:
         log_every: steps between history entries (means over the interval); also how often
             the loop waits for the device (the loss is checked for NaN there).
         max_seconds: stop once this much training wall time (resumed runs included) has
-            passed, at the next logging step (``None``: run all epochs). The steps done
+            passed, at the next step boundary (``None``: run all epochs). The steps done
             are in the history; :func:`fit` with ``until_step`` reproduces such a run.
+        warmup_steps: linear learning-rate warm-up from 0 over this many steps.
+        ema_decay: keep an EMA of the parameters with this decay (``None``: none);
+            :func:`fit` then returns the EMA parameters.
+        patience: with ``val_data`` given to :func:`fit`, stop after this many
+            validation evaluations (every ``eval_every`` steps) without improvement and
+            return the best parameters (``None``: no early stopping).
+        eval_every: steps between validation evaluations (default: once per epoch).
     """
 
     epochs: int = 10
@@ -80,6 +82,10 @@ class FitConfig:
     checkpoint_every: int = 500
     log_every: int = 50
     max_seconds: float | None = None
+    warmup_steps: int = 0
+    ema_decay: float | None = None
+    patience: int | None = None
+    eval_every: int | None = None
 
     def __post_init__(self):
         if self.epochs < 0 or self.batch_size < 1:
@@ -92,28 +98,25 @@ class FitConfig:
             raise ValueError("checkpoint_every and log_every must be >= 1")
         if self.max_seconds is not None and not self.max_seconds > 0:
             raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        if self.patience is not None and self.patience < 1:
+            raise ValueError(f"patience must be >= 1 or None, got {self.patience}")
+        if self.eval_every is not None and self.eval_every < 1:
+            raise ValueError(f"eval_every must be >= 1 or None, got {self.eval_every}")
+        self.optimizer()  # validates lr, warm-up and EMA decay
+
+    def optimizer(self) -> OptimizerConfig:
+        """The :class:`jaxeit.training.OptimizerConfig` of this stage (L2 decay, constant lr)."""
+        return OptimizerConfig(lr=self.lr, warmup_steps=self.warmup_steps, decay_steps=None,
+                               weight_decay=self.weight_decay, decoupled_weight_decay=False,
+                               grad_clip=self.grad_clip, ema_decay=self.ema_decay)
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
 
-class TrainState(NamedTuple):
-    """Everything a resume needs (a pytree)."""
-
-    step: jax.Array      # () int32, steps done
-    params: object       # nnx.State of the trainable parameters
-    opt_state: object    # optax state
-
-
 def make_optimizer(config: FitConfig) -> optax.GradientTransformation:
     """clip_by_global_norm → add_decayed_weights (L2 into the gradient) → Adam."""
-    parts = []
-    if config.grad_clip:
-        parts.append(optax.clip_by_global_norm(config.grad_clip))
-    if config.weight_decay:
-        parts.append(optax.add_decayed_weights(config.weight_decay))
-    parts.append(optax.adam(config.lr))
-    return optax.chain(*parts)
+    return training.make_optimizer(config.optimizer())
 
 
 def split_model(model: nnx.Module):
@@ -148,88 +151,43 @@ def host_ones(key, shape, dtype=jnp.float32):
     return jnp.asarray(np.ones(shape), dtype)
 
 
-def count_params(tree) -> int:
-    """Number of scalars in a pytree."""
-    return int(sum(np.size(x) for x in jax.tree_util.tree_leaves(tree)))
-
-
 # -----------------------------------------------------------------------------------
-# Array files and checkpoints
-# -----------------------------------------------------------------------------------
-
-def save_arrays(path, tree, meta: dict | None = None) -> Path:
-    """Write the leaves of ``tree`` and a JSON ``meta`` to ``path`` (.npz) atomically."""
-    path = Path(path)
-    leaves = jax.tree_util.tree_leaves(tree)
-    arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
-    arrays["meta_json"] = np.array(json.dumps(meta or {}))
-    with atomic_path(path) as tmp:
-        np.savez(tmp, **arrays)
-    return path
-
-
-def load_arrays(path, template):
-    """Read a file of :func:`save_arrays` into the structure of ``template``: ``(tree, meta)``.
-
-    Raises:
-        ValueError: if the file is unreadable or its arrays do not match the template.
-    """
-    path = Path(path)
-    try:
-        with np.load(path) as z:
-            data = {k: z[k] for k in z.files}
-        meta = json.loads(str(data["meta_json"]))
-    except Exception as exc:  # noqa: BLE001 - any corruption reads the same
-        raise ValueError(f"{path} is unreadable ({exc}); delete it to start afresh") from exc
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    n = sum(k.startswith("leaf_") for k in data)
-    if n != len(leaves):
-        raise ValueError(f"{path} holds {n} arrays, the model needs {len(leaves)}: was it written with "
-                         "another configuration?")
-    out = []
-    for i, ref in enumerate(leaves):
-        arr = data[f"leaf_{i:05d}"]
-        if arr.shape != np.shape(ref) or arr.dtype != np.asarray(ref).dtype:
-            raise ValueError(f"{path}: array {i} is {arr.dtype}{arr.shape}, expected "
-                             f"{np.asarray(ref).dtype}{np.shape(ref)}")
-        out.append(jnp.asarray(arr))
-    return jax.tree_util.tree_unflatten(treedef, out), meta
-
-
-def save_checkpoint(path, state: TrainState, *, config: dict, history, wall_time: float) -> Path:
-    """Atomically write a :class:`TrainState` with its config, history and wall time."""
-    return save_arrays(path, state, {"config": config, "history": history, "wall_time": wall_time})
-
-
-def load_checkpoint(path, template: TrainState, *, config: dict | None = None):
-    """Read a checkpoint: ``(state, history, wall_time)``, or ``None`` if ``path`` does not exist.
-
-    Raises:
-        ValueError: if it is unreadable, or ``config`` is given and differs from the saved one.
-    """
-    path = Path(path)
-    if not path.exists():
-        return None
-    state, meta = load_arrays(path, template)
-    if config is not None and meta.get("config") != json.loads(json.dumps(config)):
-        saved = meta.get("config") or {}
-        diff = sorted(k for k in set(saved) | set(config) if saved.get(k) != config.get(k))
-        raise ValueError(f"checkpoint {path} was written with another config (differs in {diff}); "
-                         "use another workdir or delete it")
-    return state, meta.get("history", []), float(meta.get("wall_time", 0.0))
-
-
-# -----------------------------------------------------------------------------------
-# The loop
+# The fit
 # -----------------------------------------------------------------------------------
 
 LossFn = Callable[..., tuple]
 
 
+@dataclasses.dataclass
+class FitResult:
+    """What :func:`fit` returns besides the parameters (also unpacks as ``(params, history)``)."""
+
+    params: object
+    history: list
+    stop_reason: training.StopReason
+    wall_time: float
+    state: TrainState | None = None
+    best_val_loss: float | None = None
+    best_step: int | None = None
+
+    def __iter__(self):
+        return iter((self.params, self.history))
+
+
+@functools.lru_cache(maxsize=64)
+def _adapt(loss_fn):
+    """``loss(params, (rest, batch), key, extra)`` in the signature of :func:`jaxeit.training.make_train_step`."""
+    def loss(params, rest_batch, key, extra):
+        rest, batch = rest_batch
+        return loss_fn(params, rest, batch, key, extra)
+    return loss
+
+
 def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, extra=None,
         workdir=None, name: str = "model", run_config: dict | None = None, resume: bool = True,
-        until_step: int | None = None, progress: bool = True, log=print, devices=None):
-    """Minimise ``loss_fn`` over ``data`` with Adam; returns ``(params, history)``.
+        until_step: int | None = None, progress: bool = True, log=print, devices=None,
+        val_data: dict | None = None, key=None) -> FitResult:
+    """Minimise ``loss_fn`` over ``data`` with Adam; returns a :class:`FitResult` (``params, history = ...``).
 
     Args:
         loss_fn: ``loss_fn(params, rest, batch, key, extra) -> (loss, aux)`` (a hashable
@@ -251,16 +209,24 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
         log: one-line messages (``None``: silent).
         devices: the devices to split each batch over (see
             :func:`jaxeit.parallel.data_mesh`; ``None``: all visible devices).
+        val_data: validation arrays (same keys as ``data``) for early stopping
+            (``config.patience``); the validation loss is the mean of ``loss_fn`` over
+            its full batches with a fixed key, on the EMA parameters if kept.
+        key: the base key of the step keys (``fold_in(key, step)``); default
+            ``PRNGKey(config.seed)``.
 
     Returns:
-        ``(params, history)``; history rows are dicts with ``step``, ``epoch``,
-        ``loss`` and the means of ``aux`` over the logging interval.
+        A :class:`FitResult`: the trained parameters (the EMA if ``config.ema_decay``;
+        the best by validation loss with early stopping), history rows (dicts with
+        ``step``, ``epoch``, ``loss`` and the means of ``aux``; ``val_loss`` rows), the
+        stop reason and the wall time.
 
     Raises:
         ValueError: on inconsistent data, too few samples for one batch, a batch
             size that is not a multiple of the number of devices, or a
             checkpoint written with another ``run_config``.
         FloatingPointError: if the loss becomes NaN/inf.
+        jaxeit.training.TrainingInterrupted: on SIGINT/SIGTERM, after saving.
     """
     log = log or (lambda *a, **k: None)
     sizes = {k: len(v) for k, v in data.items()}
@@ -274,142 +240,67 @@ def fit(loss_fn: LossFn, params, *, data: dict, config: FitConfig, rest=None, ex
     if config.batch_size % mesh.size:
         raise ValueError(f"batch_size {config.batch_size} cannot be split over {mesh.size} devices: use a "
                          f"multiple of {mesh.size} or fewer devices (devices=...)")
+    if config.patience is not None and val_data is None:
+        raise ValueError("FitConfig.patience needs val_data (the validation arrays) for early stopping")
     total = spe * config.epochs
     end = total if until_step is None else min(int(until_step), total)
-    opt = make_optimizer(config)  # only for init; the step builds the same chain
+    opt_config = config.optimizer()
     full_config = {"fit": config.to_dict(), "run": run_config or {}, "n_samples": n}
-    ckpt = None if workdir is None else Path(workdir) / f"{name}.ckpt.npz"
-    state = TrainState(jnp.asarray(0, jnp.int32), params, opt.init(params))
-    history, wall = [], 0.0
+    ckpt = None if workdir is None else Checkpointer(Path(workdir) / f"{name}.ckpt.npz", full_config,
+                                                     mutable=())
+    state = training.init_state(params, opt_config)
+    history, wall, pending, es = [], 0.0, None, None
     if ckpt is not None and resume:
-        loaded = load_checkpoint(ckpt, state, config=full_config)
+        loaded = ckpt.load(state)
         if loaded is not None:
-            state, history, wall = loaded
+            state, history, wall, pending, es = (loaded.state, loaded.history, loaded.wall_time, loaded.pending,
+                                                 loaded.early_stop)
             log(f"[{name}] resumed at step {int(state.step)}/{total} ({wall / 60:.1f} min so far)")
-    if ckpt is not None:
-        ckpt.parent.mkdir(parents=True, exist_ok=True)
     state, rest, extra = replicate((state, rest, extra), mesh)
-    train_step = _train_step(loss_fn, config.lr, config.weight_decay, config.grad_clip, config.seed)
-
+    step = training.make_train_step(_adapt(loss_fn), opt_config)
+    base_key = jax.random.PRNGKey(config.seed) if key is None else key
     batch_at = epoch_batches(data, config.batch_size, config.seed, mesh)
-    state, history = run_loop(lambda st, b: train_step(st, rest, b, extra), state, batch_at, end=end, spe=spe,
-                              config=config, history=history, wall=wall, name=name, progress=progress, log=log,
-                              save=None if ckpt is None else
-                              lambda st, h, w: save_checkpoint(ckpt, st, config=full_config, history=h,
-                                                               wall_time=w))
-    return state.params, history
+
+    best = {"params": None}
+    early = None
+    if config.patience is not None:
+        evaluate = _validation_loss(loss_fn, val_data, config.batch_size, rest, extra)
+        best_path = None if workdir is None else Path(workdir) / f"{name}.best.npz"
+
+        def on_best(st):
+            weights = st.ema if st.ema is not None else st.params
+            best["params"] = jax.tree_util.tree_map(jnp.copy, weights)
+            if best_path is not None:
+                save_arrays(best_path, weights, {"step": int(st.step)})
+
+        early = EarlyStopping(lambda st: evaluate(st.ema if st.ema is not None else st.params),
+                              every=config.eval_every or spe, patience=config.patience, on_best=on_best)
+    budget = None if config.max_seconds is None else max(config.max_seconds - wall, 1e-9)
+    result = training.train_loop(lambda st, s: step(st, (rest, batch_at(s)), base_key, extra), state, end=end,
+                                 total=total,
+                                 checkpointer=ckpt, history=history, wall_time=wall, pending=pending,
+                                 log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                                 max_seconds=budget, steps_per_epoch=spe, early_stopping=early,
+                                 early_stop_state=es, progress=progress, desc=name, log=log)
+    final = result.state.ema if result.state.ema is not None else result.state.params
+    if early is not None and result.early_stop.get("best_step") is not None:
+        if best["params"] is None and workdir is not None:   # the best came before a resume
+            best["params"], _ = load_arrays(Path(workdir) / f"{name}.best.npz", final)
+        final = best["params"] if best["params"] is not None else final
+    return FitResult(final, result.history, result.stop_reason, result.wall_time, result.state,
+                     result.early_stop.get("best"), result.early_stop.get("best_step"))
 
 
-def epoch_batches(data: dict, batch_size: int, seed: int, mesh=None) -> Callable[[int], dict]:
-    """``batch_at(step) -> {name: (B, ...) device array}``: epoch ``e`` visits the samples in the order
-    ``default_rng([seed, e]).permutation(n)`` (drop-last), so a batch depends only on (seed, step).
-    With a device ``mesh`` (:func:`jaxeit.parallel.data_mesh`) the batch axis is split over its devices."""
-    n = len(next(iter(data.values())))
-    spe = n // batch_size
-    perms: dict[int, np.ndarray] = {}
-
-    def batch_at(step: int) -> dict:
-        epoch, pos = divmod(step, spe)
-        if epoch not in perms:
-            perms.clear()
-            perms[epoch] = np.random.default_rng([seed, epoch]).permutation(n)
-        idx = np.sort(perms[epoch][pos * batch_size:(pos + 1) * batch_size])
-        batch = {k: v[idx] for k, v in data.items()}
-        return {k: jnp.asarray(v) for k, v in batch.items()} if mesh is None else shard_batch(batch, mesh)
-    return batch_at
-
-
-def run_loop(step_fn, state, batch_at, *, end: int, spe: int, config: FitConfig, history: list, wall: float,
-             name: str, progress: bool, log, save=None):
-    """The loop shared by :func:`fit` and the score model's trainer: steps ``state.step … end − 1``.
-
-    ``step_fn(state, batch) -> (state, aux)`` is jitted and asynchronous: the loop
-    waits for the device only every ``config.log_every`` steps (when it averages
-    ``aux`` and checks the loss), so small models on an accelerator are not
-    bound by one host round trip per step. ``save(state, history, wall_s)``
-    writes a checkpoint (every ``checkpoint_every`` steps, at the end, on
-    KeyboardInterrupt). Stops early once ``config.max_seconds`` of wall time
-    (this run after its first, compiling step, plus ``wall``) has passed.
-    Returns ``(state, history)``.
-    """
-    from tqdm.auto import tqdm
-
-    start = int(state.step)
-    t_last = time.perf_counter()
-
-    def checkpoint():
-        nonlocal wall, t_last
-        now = time.perf_counter()
-        wall += now - t_last
-        t_last = now
-        if save is not None:
-            save(state, history, wall)
-
-    acc, n_acc = None, 0
-    s = start
-    budget_used = wall                    # training time of earlier (resumed) runs
-    t_budget = time.perf_counter()
-    bar = tqdm(total=end, initial=start, disable=not progress, desc=name, dynamic_ncols=True, mininterval=5.0)
-    try:
-        while s < end:
-            state, aux = step_fn(state, batch_at(s))
-            acc = aux if acc is None else jax.tree_util.tree_map(jnp.add, acc, aux)
-            n_acc += 1
-            s += 1
-            if s == start + 1:   # the time budget starts after the first (compiling) step
-                jax.block_until_ready(aux)
-                t_budget = time.perf_counter()
-            if s % config.log_every == 0 or s == end:
-                means = {k: float(v) / n_acc for k, v in acc.items()}   # waits for the device
-                if not math.isfinite(means["loss"]):
-                    raise FloatingPointError(f"[{name}] loss is {means['loss']} before step {s}; "
-                                             "lower the learning rate")
-                row = {"step": s, "epoch": s / spe, **means}
-                history.append(row)
-                bar.update(s - bar.n)
-                bar.set_postfix(loss=f"{row['loss']:.4g}")
-                acc, n_acc = None, 0
-                if (config.max_seconds is not None and s < end
-                        and budget_used + time.perf_counter() - t_budget >= config.max_seconds):
-                    log(f"[{name}] time budget of {config.max_seconds:g} s reached at step {s}/{end}")
-                    checkpoint()
-                    break
-            if s % config.checkpoint_every == 0 or s == end:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        log(f"[{name}] interrupted: checkpoint at step {int(state.step)}")
-        raise
-    finally:
-        bar.close()
-    if s == start:
-        checkpoint()
-    return state, history
-
-
-@functools.lru_cache(maxsize=32)
-def _train_step(loss_fn, lr, weight_decay, grad_clip, seed):
-    """The jitted ``step(state, rest, batch, extra) -> (state, aux)``, cached so that repeated
-    :func:`fit` calls with the same loss function and optimiser reuse the compiled code."""
-    opt = make_optimizer(FitConfig(lr=lr, weight_decay=weight_decay, grad_clip=grad_clip, seed=seed))
-    base_key = jax.random.PRNGKey(seed)
+def _validation_loss(loss_fn, val_data: dict, batch_size: int, rest, extra):
+    """``evaluate(params) -> float``: mean loss over the full batches of ``val_data`` with a fixed key."""
+    n = len(next(iter(val_data.values())))
+    nb = max(1, n // batch_size)
+    size = min(batch_size, n)
+    batches = [{k: jnp.asarray(v[i * size:(i + 1) * size]) for k, v in val_data.items()} for i in range(nb)]
+    key = jax.random.PRNGKey(0x5EED)
 
     @jax.jit
-    def step(state: TrainState, rest, batch, extra):
-        key = jax.random.fold_in(base_key, state.step)
-        (loss, aux), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params, rest, batch, key, extra)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        aux = dict(aux, loss=loss, grad_norm=optax.global_norm(grads))
-        return TrainState(state.step + 1, params, opt_state), aux
+    def one(params, batch):
+        return loss_fn(params, rest, batch, key, extra)[0]
 
-    return step
-
-
-def checkpoint_summary(path) -> tuple[float, int, float, float]:
-    """(wall s, steps, epochs, last logged loss) recorded in a training checkpoint."""
-    with np.load(Path(path)) as z:
-        meta = json.loads(str(z["meta_json"]))
-    last = (meta.get("history") or [{}])[-1]
-    return (float(meta.get("wall_time", 0.0)), int(last.get("step", 0)), float(last.get("epoch", 0.0)),
-            float(last.get("loss", float("nan"))))
+    return lambda params: float(np.mean([float(one(params, b)) for b in batches]))

@@ -140,8 +140,24 @@ class DiffusionPrior:
 
 
 def available_priors() -> list[str]:
-    """Names of the weights shipped in the package (files ``weights/<name>.msgpack``)."""
-    return sorted(p.stem for p in WEIGHTS_DIR.glob("*.msgpack"))
+    """Names of the weights shipped in the package (``weights/<name>.msgpack``, or its parts ``.msgpack.00`` …)."""
+    whole = {p.stem for p in WEIGHTS_DIR.glob("*.msgpack")}
+    parts = {p.name.split(".msgpack.")[0] for p in WEIGHTS_DIR.glob("*.msgpack.00")}
+    return sorted(whole | parts)
+
+
+def _weight_files(wpath: Path) -> list[Path]:
+    """The file(s) holding the weights: ``wpath`` itself, or its parts ``wpath.00``, ``wpath.01``, …"""
+    if wpath.is_file():
+        return [wpath]
+    parts = sorted(wpath.parent.glob(wpath.name + ".[0-9][0-9]"))
+    return parts if parts and parts[0].name.endswith(".00") else [wpath]
+
+
+def _names_diff(expected: set, got: set) -> str:
+    missing, extra = sorted(expected - got), sorted(got - expected)
+    return (f"missing {missing[:3]}{' …' if len(missing) > 3 else ''} ({len(missing)}), "
+            f"unexpected {extra[:3]}{' …' if len(extra) > 3 else ''} ({len(extra)})")
 
 
 _CACHE: dict = {}
@@ -169,12 +185,13 @@ def load_pretrained(name: str = DEFAULT_PRIOR, *, path=None, cache: bool = True)
     wpath = Path(path) if path is not None else WEIGHTS_DIR / f"{name}.msgpack"
     name = wpath.stem
     jpath = wpath.with_suffix(".json")
-    for p in (wpath, jpath):
+    files = _weight_files(wpath)
+    for p in (*files, jpath):
         if not p.is_file():
             avail = available_priors()
             raise FileNotFoundError(f"prior weights file {p} is missing"
                                     f"{f' (shipped: {avail})' if avail else ''}; {_regen_hint(name)}")
-    stamp = tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in (wpath, jpath))
+    stamp = tuple((str(p.resolve()), p.stat().st_mtime_ns, p.stat().st_size) for p in (*files, jpath))
     if cache and stamp in _CACHE:
         return _CACHE[stamp]
     try:
@@ -186,12 +203,19 @@ def load_pretrained(name: str = DEFAULT_PRIOR, *, path=None, cache: bool = True)
                          f"{_regen_hint(name)}") from exc
     _, template = abstract_params(unet_config)
     try:
-        restored = serialization.msgpack_restore(wpath.read_bytes())
+        blob = b"".join(p.read_bytes() for p in files)
+        expected_parts = [part["bytes"] for part in meta.get("parts", [])]
+        if expected_parts and [p.stat().st_size for p in files] != expected_parts:
+            raise ValueError(f"the weights parts have sizes {[p.stat().st_size for p in files]}, "
+                             f"{jpath.name} lists {expected_parts}")
+        restored = serialization.msgpack_restore(blob)
         ref = nnx.to_pure_dict(template)
         ref_flat = dict(jax.tree_util.tree_flatten_with_path(ref)[0])
         got_flat = dict(jax.tree_util.tree_flatten_with_path(restored)[0])
-        if set(map(jax.tree_util.keystr, ref_flat)) != set(map(jax.tree_util.keystr, got_flat)):
-            raise ValueError("parameter names differ from the network in the JSON config")
+        ref_names, got_names = set(map(jax.tree_util.keystr, ref_flat)), set(map(jax.tree_util.keystr, got_flat))
+        if ref_names != got_names:
+            raise ValueError(f"parameter names differ from the network of the JSON's unet_config "
+                             f"({_names_diff(ref_names, got_names)})")
         got = {jax.tree_util.keystr(k): v for k, v in got_flat.items()}
         for k, v in ref_flat.items():
             g = got[jax.tree_util.keystr(k)]

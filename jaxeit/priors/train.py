@@ -1,32 +1,34 @@
-"""Training of the shapes diffusion prior: config, jitted step, atomic checkpoints, resume, CLI.
+"""Training of the shapes diffusion prior: config, presets, the jitted step, export, CLI.
 
-The data are streamed, never stored: the batch of step ``s`` is
-``shapes.sample_images(fold_in(data_key, s), batch_size)`` and its timesteps and
-noise come from ``fold_in(noise_key, s)``, with both keys derived from the seed.
-So training is a deterministic function of ``(config, step)``: a run resumed
-from a checkpoint replays exactly the batches an uninterrupted run would see and
-ends in the same state (bit for bit on the same machine and software).
+The loop, checkpoints, time budget, signal handling and progress bar are those
+of :mod:`jaxeit.training`, the package's one trainer. The data are streamed,
+never stored: the batch, timesteps and noise of step ``s`` are drawn from
+``fold_in(run key, s)`` with the run key derived from the seed. So training is
+a deterministic function of ``(config, step)``: a run stopped at any step
+(``--until``, ``--max-seconds``, SIGINT or SIGTERM) and resumed replays exactly
+the batches an uninterrupted run would see and ends in the same state (bit for
+bit on the same machine and software).
 
-Checkpoints (``<workdir>/checkpoint.npz``, written every ``checkpoint_every``
-steps, at the end and on SIGTERM / Ctrl-C) hold the whole train state (step,
-parameters, AdamW state, EMA parameters, RNG key) as the flattened leaves of
-the state pytree, plus the config as JSON, the loss history and the wall time
-so far. They are written to a temporary file in the same folder, flushed and
-moved over the old one with ``os.replace`` (atomic on POSIX), so a kill at any
-moment leaves either the old or the new checkpoint, never a torn file.
+Checkpoints: ``<workdir>/checkpoint.npz`` in the format of
+:class:`jaxeit.training.Checkpointer` (state, config and its hash, history,
+wall time, notes), the one before it kept as ``checkpoint.prev.npz``.
 
 A run that turns out too slow can be shortened (or extended) on resume with
 ``--reschedule --steps N``: the learning-rate schedule follows the new length
 from the checkpoint on, and a note in the checkpoint and the exported JSON
-records the change (the shipped ``shapes32`` prior was started with 4000 steps
-and cut to 2500 at step 602 on a machine shared with other jobs).
+records the change.
 
-The shipped prior: ``TrainConfig()`` defaults (32×32, U-Net 16×[1, 2, 4]
-channels with attention at 8×8, 0.69 M parameters, batch 32, 2500 steps,
-AdamW 8e-4 with warm-up and cosine decay, EMA 0.999), 61 min on one core.
+Presets (:data:`PRESETS`):
 
-Command line (``python -m jaxeit.priors.train --help``; the future
-``jaxeit train-prior`` calls :func:`main`).
+* ``shapes64`` — the :class:`TrainConfig` defaults: an improved-DDPM U-Net on
+  64×64 images, 32 base channels × (1, 2, 2, 4), 2 residual blocks per level,
+  attention at 16×16 and 8×8, 4.64 M parameters; batch 32, AdamW 3e-4 with a
+  300-step warm-up and cosine decay over 6000 steps, EMA 0.999.
+* ``shapes32`` — the first shipped prior: 32×32, 16 × (1, 2, 4) channels, one
+  residual block per level, attention at 8×8, 0.69 M parameters, 2500 steps of
+  batch 32, AdamW 8e-4 (61 min on one core).
+
+Command line: ``jaxeit train-prior --help`` (:func:`main`).
 """
 
 from __future__ import annotations
@@ -36,29 +38,29 @@ import dataclasses
 import datetime
 import functools
 import json
-import math
 import os
-import signal
 import sys
-import time
 from pathlib import Path
-from typing import NamedTuple
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-import optax
 
+from jaxeit import training
+from jaxeit.io_utils import atomic_write_bytes, atomic_write_text
 from jaxeit.machine import cpu_model
 from jaxeit.priors import shapes as shapes_lib
-from jaxeit.priors.diffusion import EMA_DECAY, GaussianDiffusion, ema_update
+from jaxeit.priors.diffusion import EMA_DECAY, GaussianDiffusion
 from jaxeit.priors.unet import UNetConfig, abstract_params, count_params, init_params, make_apply
+from jaxeit.training import Checkpointer, OptimizerConfig, TrainState
 
-__all__ = ["TrainConfig", "TrainState", "init_state", "make_train_step", "train", "save_checkpoint",
-           "load_checkpoint", "Checkpoint", "export_weights", "main", "CHECKPOINT_NAME", "WEIGHTS_DIR"]
+__all__ = ["TrainConfig", "TrainState", "init_state", "make_train_step", "train", "checkpointer",
+           "load_checkpoint", "export_weights", "main", "CHECKPOINT_NAME", "WEIGHTS_DIR", "MAX_WEIGHTS_FILE_BYTES"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 WEIGHTS_DIR = Path(__file__).resolve().parent / "weights"
+#: Shipped weights above this size are split into parts of at most this many bytes
+#: (``NAME.msgpack.00``, ``.01``, …), so that every file moves easily (16 MiB).
+MAX_WEIGHTS_FILE_BYTES = 16 * 2**20
 
 #: Config fields that may change when a run is resumed (they do not affect the state).
 _RESUMABLE_FIELDS = ("checkpoint_every", "log_every")
@@ -79,22 +81,21 @@ class TrainConfig:
     ``shapes``: the data distribution.
     """
 
-    # 32×32, not 64×64: on one core this U-Net trains at 0.53–0.63 s/step (batch 32);
-    # the cheapest 64×64 U-Net tried took ≥ 2.1 s/step, i.e. ≤ 1/4 of the steps in the
-    # same budget, and 16-electrode EIT resolves far less than 32×32 anyway
-    image_size: int = 32
-    base_channels: int = 16
-    channel_mult: tuple[int, ...] = (1, 2, 4)
-    num_res_blocks: int = 1
-    attention_resolutions: tuple[int, ...] = (8,)
+    # the improved-DDPM U-Net of Nichol & Dhariwal 2021 at a size a CPU can train:
+    # ≥ 2 residual blocks per level, attention at the two lowest resolutions
+    image_size: int = 64
+    base_channels: int = 32
+    channel_mult: tuple[int, ...] = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple[int, ...] = (16, 8)
     num_heads: int = 4
     num_groups: int = 8
     num_timesteps: int = 1000
     lambda_vlb: float = 0.001
     batch_size: int = 32
-    steps: int = 2500
-    lr: float = 8e-4
-    warmup_steps: int = 200
+    steps: int = 6000
+    lr: float = 3e-4
+    warmup_steps: int = 300
     min_lr_fraction: float = 0.1
     weight_decay: float = 0.0
     grad_clip: float = 1.0
@@ -140,22 +141,20 @@ class TrainConfig:
         return cls(shapes=shapes, **d)
 
 
-class TrainState(NamedTuple):
-    """The complete state of a run: everything a resume needs (a pytree)."""
+#: Named training configs: ``shapes64`` (the defaults) and the first shipped prior ``shapes32``.
+PRESETS = {
+    "shapes64": TrainConfig(),
+    "shapes32": TrainConfig(image_size=32, base_channels=16, channel_mult=(1, 2, 4), num_res_blocks=1,
+                            attention_resolutions=(8,), steps=2500, lr=8e-4, warmup_steps=200,
+                            checkpoint_every=250, log_every=50),
+}
 
-    step: jax.Array          # () int32, steps done
-    params: object           # nnx.State of the U-Net (float32)
-    opt_state: object        # optax state
-    ema: object              # EMA of params
-    key: jax.Array           # (2,) uint32 base key of the run (from the seed)
 
-
-def _optimizer(config: TrainConfig) -> optax.GradientTransformation:
-    schedule = optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, max(1, min(config.warmup_steps, config.steps)), max(config.steps, 2),
-        end_value=config.lr * config.min_lr_fraction)
-    return optax.chain(optax.clip_by_global_norm(config.grad_clip),
-                       optax.adamw(schedule, weight_decay=config.weight_decay))
+def _optimizer_config(config: TrainConfig) -> OptimizerConfig:
+    """AdamW, linear warm-up then cosine decay over ``config.steps``, clipping, EMA."""
+    return OptimizerConfig(lr=config.lr, warmup_steps=config.warmup_steps, decay_steps=max(config.steps, 2),
+                           min_lr_fraction=config.min_lr_fraction, weight_decay=config.weight_decay,
+                           decoupled_weight_decay=True, grad_clip=config.grad_clip, ema_decay=config.ema_decay)
 
 
 @functools.lru_cache(maxsize=8)
@@ -165,102 +164,76 @@ def _graphdef(unet_config: UNetConfig):
 
 
 def init_state(config: TrainConfig) -> TrainState:
-    """Fresh state: parameters from ``fold_in(key(seed), 2)``, zero step."""
-    key = jax.random.PRNGKey(config.seed)
-    _, params = init_params(config.unet_config(), jax.random.fold_in(key, 2))
-    opt_state = _optimizer(config).init(params)
-    ema = jax.tree_util.tree_map(jnp.copy, params)
-    return TrainState(jnp.asarray(0, jnp.int32), params, opt_state, ema, key)
+    """Fresh state: parameters from ``fold_in(key(seed), 2)``, zero step, EMA = parameters."""
+    _, params = init_params(config.unet_config(), jax.random.fold_in(jax.random.PRNGKey(config.seed), 2))
+    return training.init_state(params, _optimizer_config(config))
 
 
 def _abstract_state(config: TrainConfig) -> TrainState:
     """The state's structure with ``jax.ShapeDtypeStruct`` leaves (nothing is computed)."""
     _, params = abstract_params(config.unet_config())
-    return jax.eval_shape(lambda p: TrainState(jnp.zeros((), jnp.int32), p, _optimizer(config).init(p), p,
-                                               jax.random.PRNGKey(config.seed)), params)
+    return jax.eval_shape(lambda p: training.init_state(p, _optimizer_config(config)), params)
+
+
+def _run_key(config: TrainConfig) -> jax.Array:
+    """The base key of the data and noise streams (the loss of step s gets ``fold_in(·, s)``)."""
+    return jax.random.fold_in(jax.random.PRNGKey(config.seed), 3)
+
+
+@functools.lru_cache(maxsize=8)
+def _loss_fn(config: TrainConfig):
+    """``loss(params, batch=None, key, extra=None)``: the hybrid loss on a fresh batch drawn from ``key``."""
+    apply = make_apply(_graphdef(config.unet_config()))
+    diffusion = config.diffusion()
+
+    def loss(params, batch, key, extra):
+        x0 = shapes_lib._sample_images(jax.random.fold_in(key, 0), batch=config.batch_size,
+                                       size=config.image_size, config=config.shapes)
+        return diffusion.training_losses(apply, params, x0, jax.random.fold_in(key, 1))
+    return loss
+
+
+def _state_config(config: TrainConfig) -> TrainConfig:
+    """``config`` with the fields that do not affect the state set to 1 (one compiled step for all)."""
+    return dataclasses.replace(config, **{k: 1 for k in _RESUMABLE_FIELDS})
 
 
 def make_train_step(config: TrainConfig):
     """The jitted ``step(state) -> (state, metrics)`` for ``config`` (cached per config).
 
-    The batch, timesteps and noise of step ``s = state.step`` are drawn from keys
-    folded with ``s``; metrics are scalar means ``loss``, ``mse``, ``vb``,
-    ``grad_norm`` and ``lr`` of that step.
+    The batch, timesteps and noise of step ``s = state.step`` are drawn from
+    ``fold_in(run key, s)``; metrics are the scalar means ``loss``, ``mse``, ``vb``,
+    ``grad_norm`` and ``lr`` of that step. The input state is donated.
     """
-    return _make_train_step(dataclasses.replace(config, **{k: 1 for k in _RESUMABLE_FIELDS}))
-
-
-@functools.lru_cache(maxsize=8)
-def _make_train_step(config: TrainConfig):
-    apply = make_apply(_graphdef(config.unet_config()))
-    diffusion = config.diffusion()
-    opt = _optimizer(config)
-    schedule_lr = optax.warmup_cosine_decay_schedule(
-        0.0, config.lr, max(1, min(config.warmup_steps, config.steps)), max(config.steps, 2),
-        end_value=config.lr * config.min_lr_fraction)
-
-    def step(state: TrainState):
-        s = state.step
-        data_key = jax.random.fold_in(jax.random.fold_in(state.key, 0), s)
-        noise_key = jax.random.fold_in(jax.random.fold_in(state.key, 1), s)
-        x0 = shapes_lib._sample_images(data_key, batch=config.batch_size, size=config.image_size,
-                                       config=config.shapes)
-        (loss, aux), grads = jax.value_and_grad(
-            lambda p: diffusion.training_losses(apply, p, x0, noise_key), has_aux=True)(state.params)
-        updates, opt_state = opt.update(grads, state.opt_state, state.params)
-        params = optax.apply_updates(state.params, updates)
-        sf = s.astype(jnp.float32)
-        decay = jnp.minimum(config.ema_decay, (1.0 + sf) / (10.0 + sf))
-        ema = ema_update(state.ema, params, decay)
-        metrics = dict(aux, grad_norm=optax.tree.norm(grads), lr=schedule_lr(s))
-        return TrainState(s + 1, params, opt_state, ema, state.key), metrics
-
-    return jax.jit(step, donate_argnums=0)
+    cfg = _state_config(config)
+    step = training.make_train_step(_loss_fn(cfg), _optimizer_config(cfg))
+    key = _run_key(cfg)
+    return lambda state: step(state, None, key, None)
 
 
 # -----------------------------------------------------------------------------------
-# Checkpoints
+# Checkpoints (the format of jaxeit.training)
 # -----------------------------------------------------------------------------------
 
-def _atomic_write(path: Path, write) -> None:
-    """Call ``write(file)`` on a temporary file beside ``path``, fsync, then ``os.replace``."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+def checkpointer(workdir, config: TrainConfig) -> Checkpointer:
+    """The run's :class:`~jaxeit.training.Checkpointer`: ``<workdir>/checkpoint.npz``."""
+    return Checkpointer(Path(workdir) / CHECKPOINT_NAME, config.to_dict(), mutable=_RESUMABLE_FIELDS)
+
+
+def _saved_config(workdir) -> TrainConfig | None:
+    """The config recorded in ``<workdir>/checkpoint.npz`` (``None`` if there is no checkpoint)."""
+    path = Path(workdir) / CHECKPOINT_NAME
+    if not path.exists():
+        return None
     try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
-class Checkpoint(NamedTuple):
-    """What :func:`load_checkpoint` returns."""
-
-    state: TrainState
-    config: TrainConfig
-    history: list          # rows (step, loss, mse, vb, grad_norm), one per log interval
-    wall_time: float       # seconds of training so far
-    notes: list            # free-text notes (e.g. schedule changes)
-
-
-def save_checkpoint(workdir, state: TrainState, config: TrainConfig, *, history=(), wall_time: float = 0.0,
-                    notes=()) -> Path:
-    """Write ``<workdir>/checkpoint.npz`` atomically; returns its path."""
-    workdir = Path(workdir)
-    workdir.mkdir(parents=True, exist_ok=True)
-    leaves = jax.tree_util.tree_leaves(state)
-    arrays = {f"leaf_{i:05d}": np.asarray(x) for i, x in enumerate(leaves)}
-    arrays["config_json"] = np.array(json.dumps(config.to_dict()))
-    arrays["history"] = np.asarray(history, dtype=np.float64).reshape(-1, 5)
-    arrays["wall_time"] = np.asarray(wall_time, dtype=np.float64)
-    arrays["notes_json"] = np.array(json.dumps(list(notes)))
-    path = workdir / CHECKPOINT_NAME
-    _atomic_write(path, lambda f: np.savez(f, **arrays))
-    return path
+        with np.load(path) as z:
+            meta = json.loads(str(z["meta_json"]))
+        return TrainConfig.from_dict(meta["config"])
+    except Exception as exc:  # noqa: BLE001 - report any corruption the same way
+        prev = checkpointer(workdir, TrainConfig()).previous_path
+        hint = (f"; the previous checkpoint {prev} is intact: move it over {path.name} to resume from it"
+                if prev.exists() else "; delete it or pass --fresh")
+        raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}){hint}") from exc
 
 
 def load_checkpoint(workdir, config: TrainConfig | None = None, *, allow_steps_change: bool = False):
@@ -275,48 +248,19 @@ def load_checkpoint(workdir, config: TrainConfig | None = None, *, allow_steps_c
             records it).
 
     Returns:
-        A :class:`Checkpoint` ``(state, config, history, wall_time, notes)``, or ``None``
-        if there is no checkpoint.
+        A :class:`jaxeit.training.Checkpoint` whose ``config`` is the
+        :class:`TrainConfig`, or ``None`` if there is no checkpoint.
 
     Raises:
         ValueError: if the checkpoint is unreadable or does not match the config.
     """
-    path = Path(workdir) / CHECKPOINT_NAME
-    if not path.exists():
+    saved = _saved_config(workdir)
+    if saved is None:
         return None
-    try:
-        with np.load(path) as z:
-            data = {k: z[k] for k in z.files}
-        saved = TrainConfig.from_dict(json.loads(str(data["config_json"])))
-    except Exception as exc:  # noqa: BLE001 - report any corruption the same way
-        raise ValueError(f"checkpoint {path} is unreadable ({exc}); delete it or pass --fresh") from exc
-    if config is None:
-        config = saved
-    else:
-        a, b = saved.to_dict(), config.to_dict()
-        allowed = _RESUMABLE_FIELDS + (("steps",) if allow_steps_change else ())
-        diff = sorted(k for k in a if a[k] != b[k] and k not in allowed)
-        if diff:
-            raise ValueError(f"checkpoint {path} was written with a different config "
-                             f"({', '.join(f'{k}: {a[k]} -> {b[k]}' for k in diff)}); "
-                             f"use another workdir or --fresh")
-    template = _abstract_state(config)
-    leaves, treedef = jax.tree_util.tree_flatten(template)
-    n = sum(k.startswith("leaf_") for k in data)
-    if n != len(leaves):
-        raise ValueError(f"checkpoint {path} has {n} arrays, the config's state has {len(leaves)}")
-    loaded = []
-    for i, ref in enumerate(leaves):
-        arr = data[f"leaf_{i:05d}"]
-        if arr.shape != ref.shape or arr.dtype != ref.dtype:
-            raise ValueError(f"checkpoint {path}: array {i} is {arr.dtype}{arr.shape}, "
-                             f"expected {ref.dtype}{ref.shape}")
-        loaded.append(jnp.asarray(arr))
-    state = jax.tree_util.tree_unflatten(treedef, loaded)
-    notes = json.loads(str(data["notes_json"])) if "notes_json" in data else []
-    if saved.steps != config.steps:
-        notes.append(f"steps changed from {saved.steps} to {config.steps} at step {int(state.step)}")
-    return Checkpoint(state, config, [tuple(r) for r in data["history"]], float(data["wall_time"]), notes)
+    config = saved if config is None else config
+    ck = checkpointer(workdir, config).load(_abstract_state(config),
+                                            allow_changes=("steps",) if allow_steps_change else ())
+    return ck._replace(config=config)
 
 
 # -----------------------------------------------------------------------------------
@@ -324,83 +268,55 @@ def load_checkpoint(workdir, config: TrainConfig | None = None, *, allow_steps_c
 # -----------------------------------------------------------------------------------
 
 def train(config: TrainConfig, workdir, *, resume: bool = True, until: int | None = None,
-          progress: bool = True, log=print, allow_steps_change: bool = False) -> TrainState:
+          max_seconds: float | None = None, progress: bool = True, log=print,
+          allow_steps_change: bool = False) -> training.LoopResult:
     """Train (or resume) a prior in ``workdir`` until ``config.steps`` (or ``until``).
 
     Args:
         config: the run's config.
-        workdir: folder for ``checkpoint.npz`` and ``config.json``.
+        workdir: folder for ``checkpoint.npz`` (and ``checkpoint.prev.npz``) and ``config.json``.
         resume: continue from the checkpoint in ``workdir`` if there is one (its config
             must match, apart from ``checkpoint_every`` / ``log_every``); ``False``
             starts afresh and overwrites it.
         until: stop after this many steps in total (e.g. to split a run); the
             schedule still follows ``config.steps``.
-        progress: show a tqdm bar (loss in the postfix).
+        max_seconds: a wall-clock budget for this call; the run stops at the first step
+            boundary past it, with a checkpoint (chain such runs to train longer).
+        progress: show a tqdm bar (loss and ETA).
         log: function for one-line log messages (``None`` for silence).
         allow_steps_change: resume even if ``config.steps`` differs from the checkpoint's
             (see :func:`load_checkpoint`).
 
     Returns:
-        The final :class:`TrainState` (also written as the checkpoint).
-    """
-    from tqdm.auto import tqdm
+        The :class:`jaxeit.training.LoopResult` (state, history, wall time, stop reason).
 
+    Raises:
+        jaxeit.training.TrainingInterrupted: on SIGINT/SIGTERM, after saving the last
+            completed step.
+        ValueError: on a checkpoint that does not match ``config``.
+    """
     log = log or (lambda *a, **k: None)
     workdir = Path(workdir)
+    if workdir.exists() and not workdir.is_dir():
+        raise ValueError(f"--workdir {workdir} is a file, not a folder; pass a folder for the checkpoints")
     workdir.mkdir(parents=True, exist_ok=True)
     end = config.steps if until is None else min(int(until), config.steps)
     loaded = load_checkpoint(workdir, config, allow_steps_change=allow_steps_change) if resume else None
     if loaded is None:
-        state, history, wall, notes = init_state(config), [], 0.0, []
+        state, history, wall, notes, pending = init_state(config), [], 0.0, [], None
         log(f"[train] new run in {workdir}: {count_params(state.params):,} parameters, "
             f"{config.image_size}x{config.image_size}, batch {config.batch_size}, {config.steps} steps")
     else:
-        state, _, history, wall, notes = loaded
+        state, history, wall, notes, pending = (loaded.state, loaded.history, loaded.wall_time, loaded.notes,
+                                                loaded.pending)
         log(f"[train] resumed {workdir} at step {int(state.step)} ({wall / 60:.1f} min so far)"
             + (f"; {notes[-1]}" if notes and notes[-1].endswith(f"at step {int(state.step)}") else ""))
-    (workdir / "config.json").write_text(json.dumps(config.to_dict(), indent=1))
-    step_fn = make_train_step(config)
-    start = int(state.step)
-    acc, n_acc = np.zeros(4), 0
-    t_last = time.perf_counter()
-    bar = tqdm(total=end, initial=start, disable=not progress, mininterval=5.0, dynamic_ncols=True,
-               desc="train-prior")
-
-    def checkpoint():
-        nonlocal wall, t_last
-        now = time.perf_counter()
-        wall += now - t_last
-        t_last = now
-        save_checkpoint(workdir, state, config, history=history, wall_time=wall, notes=notes)
-
-    try:
-        while int(state.step) < end:
-            state, m = step_fn(state)
-            s = int(state.step)
-            acc += np.array([float(m["loss"]), float(m["mse"]), float(m["vb"]), float(m["grad_norm"])])
-            n_acc += 1
-            if not math.isfinite(acc[0]):
-                raise FloatingPointError(f"loss is not finite at step {s}; lower --lr")
-            bar.update(1)
-            if s % config.log_every == 0 or s == end:
-                mean = acc / n_acc
-                history.append((s, *mean))
-                bar.set_postfix(loss=f"{mean[0]:.4f}", mse=f"{mean[1]:.4f}", vb=f"{mean[2]:.4f}")
-                if not progress:
-                    log(f"[train] step {s}/{config.steps} loss {mean[0]:.4f} mse {mean[1]:.4f} "
-                        f"vb {mean[2]:.4f} |g| {mean[3]:.3f} lr {float(m['lr']):.2e}")
-                acc, n_acc = np.zeros(4), 0
-            if s % config.checkpoint_every == 0 or s == end:
-                checkpoint()
-    except KeyboardInterrupt:
-        checkpoint()
-        log(f"[train] interrupted: checkpoint at step {int(state.step)} in {workdir}")
-        raise
-    finally:
-        bar.close()
-    if int(state.step) == start:   # nothing to do; still make sure a checkpoint exists
-        checkpoint()
-    return state
+    atomic_write_text(workdir / "config.json", json.dumps(config.to_dict(), indent=1))
+    step = make_train_step(config)
+    return training.train_loop(lambda st, s: step(st), state, end=end, total=config.steps, checkpointer=checkpointer(workdir, config),
+                               history=history, wall_time=wall, notes=notes, pending=pending,
+                               log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                               max_seconds=max_seconds, progress=progress, desc="train-prior", log=log)
 
 
 # -----------------------------------------------------------------------------------
@@ -410,26 +326,30 @@ def train(config: TrainConfig, workdir, *, resume: bool = True, until: int | Non
 def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = None) -> tuple[Path, Path]:
     """Write the EMA weights of the run in ``workdir`` as ``<out_dir>/<name>.msgpack`` + ``.json``.
 
-    The msgpack file is ``flax.serialization.msgpack_serialize`` of the EMA
-    parameters as a pure nested dict; the JSON holds the provenance (config,
-    steps, seed, final losses, hardware, wall time, data description).
-    ``out_dir`` defaults to the package's ``jaxeit/priors/weights``.
+    The msgpack blob is ``flax.serialization.msgpack_serialize`` of the EMA
+    parameters (float32) as a pure nested dict; above :data:`MAX_WEIGHTS_FILE_BYTES`
+    it is split into ``<name>.msgpack.00``, ``.01``, … (concatenated on load) and
+    ``<name>.msgpack`` is not written. The JSON holds the provenance (config, steps,
+    images seen, seed, losses, hardware, wall time, data description).
+    ``out_dir`` defaults to the package's ``jaxeit/priors/weights``. Returns the
+    path of the first weights file and of the JSON.
     """
     from flax import nnx, serialization
 
     loaded = load_checkpoint(workdir)
     if loaded is None:
         raise FileNotFoundError(f"no {CHECKPOINT_NAME} in {workdir}; train first")
-    state, config, history, wall, notes = loaded
+    state, config, history, wall, notes = loaded.state, loaded.config, loaded.history, loaded.wall_time, loaded.notes
     out_dir = Path(out_dir) if out_dir is not None else WEIGHTS_DIR
     out_dir.mkdir(parents=True, exist_ok=True)
     pure = nnx.to_pure_dict(state.ema)
     pure = jax.tree_util.tree_map(lambda x: np.asarray(x, np.float32), pure)
     blob = serialization.msgpack_serialize(pure)
-    hist = np.asarray(history, dtype=np.float64).reshape(-1, 5)
-    last = hist[-min(len(hist), 10):] if len(hist) else hist
+    rows = [r for r in history if "loss" in r]
+    last = rows[-min(len(rows), 10):]
     import importlib.metadata as md
 
+    mean = lambda k: float(np.mean([r[k] for r in last])) if last else None  # noqa: E731
     provenance = {
         "name": name,
         "format": "flax.serialization msgpack of nnx.to_pure_dict(EMA params), float32",
@@ -437,15 +357,15 @@ def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = Non
         "unet_config": config.unet_config().to_dict(),
         "n_params": count_params(state.ema),
         "steps": int(state.step),
+        "images_seen": int(state.step) * config.batch_size,
         "seed": config.seed,
         "final_losses": {
             "note": f"mean over the last {len(last) * config.log_every} training steps (online, not EMA)",
-            "loss": float(last[:, 1].mean()) if len(last) else None,
-            "mse": float(last[:, 2].mean()) if len(last) else None,
-            "vb_bits_per_pixel": float(last[:, 3].mean()) if len(last) else None,
+            "loss": mean("loss"), "mse": mean("mse"), "vb_bits_per_pixel": mean("vb"),
         },
         "loss_history": {"columns": ["step", "loss", "mse", "vb", "grad_norm"],
-                         "rows": [[round(float(v), 6) for v in r] for r in hist[:: max(1, len(hist) // 40)]]},
+                         "rows": [[round(float(r[c]), 6) for c in ("step", "loss", "mse", "vb", "grad_norm")]
+                                  for r in rows[:: max(1, len(rows) // 40)]]},
         "wall_time_s": round(wall, 1),
         "notes": notes,
         "hardware": {"cpu": cpu_model(), "logical_cores": os.cpu_count(),
@@ -465,8 +385,17 @@ def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = Non
     if extra:
         provenance.update(extra)
     wpath, jpath = out_dir / f"{name}.msgpack", out_dir / f"{name}.json"
-    _atomic_write(wpath, lambda f: f.write(blob))
-    _atomic_write(jpath, lambda f: f.write(json.dumps(provenance, indent=1).encode()))
+    for old in [wpath, *out_dir.glob(f"{name}.msgpack.[0-9][0-9]")]:
+        old.unlink(missing_ok=True)
+    if len(blob) <= MAX_WEIGHTS_FILE_BYTES:
+        atomic_write_bytes(wpath, blob)
+    else:
+        parts = [blob[i:i + MAX_WEIGHTS_FILE_BYTES] for i in range(0, len(blob), MAX_WEIGHTS_FILE_BYTES)]
+        provenance["parts"] = [{"file": f"{name}.msgpack.{i:02d}", "bytes": len(p)} for i, p in enumerate(parts)]
+        for i, part in enumerate(parts):
+            atomic_write_bytes(out_dir / f"{name}.msgpack.{i:02d}", part)
+        wpath = out_dir / f"{name}.msgpack.00"
+    atomic_write_text(jpath, json.dumps(provenance, indent=1))
     return wpath, jpath
 
 
@@ -476,18 +405,18 @@ def export_weights(workdir, name: str, *, out_dir=None, extra: dict | None = Non
 
 _EPILOG = """\
 examples (`python -m jaxeit.priors.train` is the same command):
-  # the shipped prior (about 75 min on one core of a 2-core Xeon):
-  jaxeit train-prior --workdir runs/shapes32 --export shapes32
-  # same, pinned to one core with single-threaded XLA, in the background:
-  taskset -c 1 env XLA_FLAGS="--xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1" \\
-      nohup jaxeit train-prior --workdir runs/shapes32 --export shapes32 --no-progress \\
+  # the default prior (shapes64), in runs of at most 2 hours each, in the background:
+  nohup jaxeit train-prior --workdir runs/shapes64 --export shapes64 --max-seconds 7200 --no-progress \\
       > train.log 2>&1 &
-  # resume after a kill: run the same command again (it continues from checkpoint.npz)
+  # the first shipped prior (about 75 min on one core of a 2-core Xeon):
+  jaxeit train-prior --preset shapes32 --workdir runs/shapes32 --export shapes32
+  # resume after a kill, Ctrl-C or SIGTERM (the last completed step is saved):
+  jaxeit train-prior --workdir runs/shapes64 --resume
   # shorten (or extend) a run that is too slow: resume with another --steps
   jaxeit train-prior --workdir runs/shapes32 --export shapes32 --steps 2500 --reschedule
   # a smoke run (well under a minute on a CPU):
   jaxeit train-prior --workdir /tmp/tiny --steps 4 --warmup-steps 1 --image-size 8 --base-channels 8 \\
-      --channel-mult 1 --num-heads 2 --num-groups 4 --batch-size 2 --no-progress
+      --channel-mult 1 --num-res-blocks 1 --num-heads 2 --num-groups 4 --batch-size 2 --no-progress
   # export the EMA weights of a finished (or partial) run without training:
   jaxeit train-prior --workdir runs/shapes32 --export shapes32 --export-only
 """
@@ -504,7 +433,9 @@ def _parser() -> argparse.ArgumentParser:
                                 epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     d = TrainConfig()
     p.add_argument("--workdir", default="runs/prior", help="run folder (checkpoint.npz, config.json)")
-    g = p.add_argument_group("model and data (defaults: the shipped prior)")
+    p.add_argument("--preset", choices=sorted(PRESETS), help="start from a named config (default shapes64); "
+                   "the options below override it")
+    g = p.add_argument_group("model and data (defaults: the shapes64 preset)")
     g.add_argument("--image-size", type=int, help=f"image side n (default {d.image_size})")
     g.add_argument("--base-channels", type=int, help=f"U-Net width (default {d.base_channels})")
     g.add_argument("--channel-mult", type=_ints, help=f"e.g. 1,2,4 (default {','.join(map(str, d.channel_mult))})")
@@ -526,6 +457,10 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--checkpoint-every", type=int, help=f"default {d.checkpoint_every}")
     g.add_argument("--log-every", type=int, help=f"default {d.log_every}")
     g.add_argument("--until", type=int, help="stop after this many steps (schedule still follows --steps)")
+    g.add_argument("--max-seconds", type=float,
+                   help="wall-clock budget of this run; stops at a step boundary with a checkpoint (chain runs)")
+    g.add_argument("--resume", action="store_true",
+                   help="require a checkpoint in --workdir and continue from it (the default resumes if one exists)")
     g.add_argument("--fresh", action="store_true", help="ignore and overwrite an existing checkpoint")
     g.add_argument("--reschedule", action="store_true",
                    help="resume with a different --steps (the LR schedule changes from here on; noted)")
@@ -543,39 +478,46 @@ _ARG_FIELDS = {"image_size", "base_channels", "channel_mult", "num_res_blocks", 
 
 
 def main(argv=None) -> int:
-    """``jaxeit train-prior``: train / resume / export the shapes prior. Returns the exit code."""
+    """``jaxeit train-prior``: train / resume / export the shapes prior. Returns the exit code.
+
+    Exit codes: 0 done (or the time budget reached, with a checkpoint), 2 bad input
+    (one line on stderr), 130 / 143 stopped by SIGINT / SIGTERM after saving the last
+    completed step.
+    """
     args = _parser().parse_args(argv)
     workdir = Path(args.workdir)
     given = {k: getattr(args, k) for k in _ARG_FIELDS if getattr(args, k) is not None}
     try:
+        if workdir.exists() and not workdir.is_dir():
+            raise ValueError(f"--workdir {workdir} is a file, not a folder; pass a folder for the checkpoints")
         if args.export_only:
             if not args.export:
-                print("--export-only needs --export NAME", file=sys.stderr)
-                return 2
+                raise ValueError("--export-only needs --export NAME")
             w, j = export_weights(workdir, args.export, out_dir=args.export_dir)
             print(f"[train] wrote {w} and {j}")
             return 0
-        saved = None if args.fresh else load_checkpoint(workdir)
-        base = saved[1] if saved is not None else TrainConfig()
+        if args.resume and args.fresh:
+            raise ValueError("--resume and --fresh exclude each other")
+        saved = None if args.fresh else _saved_config(workdir)
+        if args.resume and saved is None:
+            raise ValueError(f"--resume: no {CHECKPOINT_NAME} in {workdir}; drop --resume to start a new run")
+        base = saved if saved is not None else PRESETS[args.preset or "shapes64"]
         config = TrainConfig.from_dict({**base.to_dict(), **given})
-
-        def on_term(signum, frame):
-            raise KeyboardInterrupt
-
-        old = signal.signal(signal.SIGTERM, on_term)   # checkpoint on `kill` as on Ctrl-C
-        try:
-            train(config, workdir, resume=not args.fresh, until=args.until, progress=not args.no_progress,
-                  log=lambda msg: print(msg, flush=True), allow_steps_change=args.reschedule)
-        finally:
-            signal.signal(signal.SIGTERM, old)
-        if args.export and (args.until is None or args.until >= config.steps):
+        result = train(config, workdir, resume=not args.fresh, until=args.until, max_seconds=args.max_seconds,
+                       progress=not args.no_progress, log=lambda msg: print(msg, flush=True),
+                       allow_steps_change=args.reschedule)
+        done = int(result.state.step) >= config.steps
+        print(f"[train] stopped: {result.stop_reason.value} at step {int(result.state.step)}/{config.steps} "
+              f"({result.wall_time / 60:.1f} min in all)", flush=True)
+        if args.export and (done or args.until is not None):
             w, j = export_weights(workdir, args.export, out_dir=args.export_dir)
             print(f"[train] wrote {w} and {j}")
-    except KeyboardInterrupt:
-        return 130
+    except training.TrainingInterrupted as exc:
+        print(f"jaxeit train-prior: {exc}", file=sys.stderr, flush=True)
+        return exc.exit_code
     except (ValueError, FileNotFoundError, FloatingPointError) as exc:
         print(f"jaxeit train-prior: error: {exc}".replace("\n", " "), file=sys.stderr)
-        return 1
+        return 2
     return 0
 
 
