@@ -50,7 +50,6 @@ that names it and the intact previous one.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
@@ -60,7 +59,6 @@ import math
 import os
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -71,6 +69,7 @@ import numpy as np
 import optax
 
 from .io_utils import atomic_path
+from .signals import Interrupted, StopSignals
 
 __all__ = ["TrainState", "OptimizerConfig", "make_optimizer", "learning_rate_schedule", "init_state",
            "make_train_step", "ema_decay_at", "Checkpointer", "Checkpoint", "CHECKPOINT_FORMAT", "config_hash",
@@ -481,7 +480,7 @@ class StopReason(str, enum.Enum):
     INTERRUPTED = "interrupted"       # SIGINT / SIGTERM (raised as TrainingInterrupted)
 
 
-class TrainingInterrupted(Exception):
+class TrainingInterrupted(Interrupted):
     """Raised by :func:`train_loop` after it saved the last completed step on SIGINT or SIGTERM.
 
     Attributes:
@@ -491,9 +490,8 @@ class TrainingInterrupted(Exception):
     """
 
     def __init__(self, signum: int, step: int):
-        self.signum, self.step, self.exit_code = int(signum), int(step), 128 + int(signum)
-        super().__init__(f"interrupted by {signal.Signals(signum).name} after step {step}; "
-                         "the last completed step is saved: run the same command again to resume")
+        self.step = int(step)
+        super().__init__(signum, f"after step {step}; the last completed step is saved")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -538,32 +536,6 @@ class LoopResult:
     wall_time: float
     stop_reason: StopReason
     early_stop: dict
-
-
-class _SignalFlag:
-    """SIGINT/SIGTERM handlers that only record the signal (the loop acts at the next step boundary)."""
-
-    def __init__(self):
-        self.signum = None
-
-    @contextlib.contextmanager
-    def installed(self, enabled: bool):
-        if not enabled or threading.current_thread() is not threading.main_thread():
-            yield self
-            return
-        old = {s: signal.getsignal(s) for s in (signal.SIGINT, signal.SIGTERM)}
-
-        def handler(signum, frame):
-            if self.signum is None:
-                self.signum = signum
-
-        for s in old:
-            signal.signal(s, handler)
-        try:
-            yield self
-        finally:
-            for s, h in old.items():
-                signal.signal(s, h)
 
 
 def _mean_row(sums: dict, n: int) -> dict:
@@ -632,7 +604,7 @@ def train_loop(step_fn: Callable, state: TrainState, *, end: int, total: int | N
     start = s = int(state.step)
     t0 = t_mark = time.perf_counter()
     reason = StopReason.COMPLETED
-    flag = _SignalFlag()
+    flag = StopSignals(handle_signals)
 
     def row_of(step, sums, n):
         row = {"step": step, **({"epoch": step / steps_per_epoch} if steps_per_epoch else {}), **_mean_row(sums, n)}
@@ -651,7 +623,7 @@ def train_loop(step_fn: Callable, state: TrainState, *, end: int, total: int | N
 
     bar = tqdm(total=total, initial=start, disable=not progress, desc=desc, dynamic_ncols=True, mininterval=2.0,
                unit="step")
-    with flag.installed(handle_signals):
+    with flag:
         try:
             while s < end:
                 if flag.signum is not None:

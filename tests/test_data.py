@@ -147,6 +147,32 @@ def test_interrupted_generation_resumes_without_duplicates_or_gaps(tmp_path, con
     assert not stale.exists()
 
 
+def test_sigterm_stops_after_the_shard_in_progress(tmp_path, config, monkeypatch):
+    import os
+    import signal
+
+    from jaxeit.signals import Interrupted
+
+    real = simulate_mod._write_shard
+    calls = {"n": 0}
+
+    def signalled(*a, **k):
+        calls["n"] += 1
+        if calls["n"] == 2:                      # the signal arrives while shard 2 is written
+            os.kill(os.getpid(), signal.SIGTERM)
+        return real(*a, **k)
+
+    monkeypatch.setattr(simulate_mod, "_write_shard", signalled)
+    root = tmp_path / "ds"
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(Interrupted) as exc:
+        simulate(config, root, progress=False, log=None)
+    assert exc.value.exit_code == 143 and calls["n"] == 2
+    assert verify_shard(store.shard_path(root, "train", 1), 32, 64)     # the shard in progress is kept
+    assert read_metadata(root)["status"] == "incomplete"
+    assert signal.getsignal(signal.SIGTERM) is before                  # the previous handler is back
+
+
 def test_config_mismatch_and_validation(tmp_path, config):
     root = simulate(config, tmp_path / "ds", progress=False, log=None)
     with pytest.raises(ValueError, match="different config"):

@@ -9,6 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from ..signals import Interrupted
 from .config import PAPER_SPLITS, SimulationConfig
 
 __all__ = ["build_parser", "config_from_args", "main"]
@@ -93,6 +94,9 @@ def main(argv=None, prog: str = "jaxeit simulate") -> int:
 
         root = simulate(config_from_args(args), args.out, progress=not args.no_progress,
                         overwrite=args.overwrite)
+    except Interrupted as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return exc.exit_code
     except (ValueError, OSError) as err:
         print(f"{prog}: error: {err}", file=sys.stderr)
         return 2

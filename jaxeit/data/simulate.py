@@ -32,6 +32,7 @@ import importlib.metadata
 import json
 import os
 import platform
+import signal
 import time
 from pathlib import Path
 
@@ -47,6 +48,7 @@ from ..mesh import Mesh, cache_path, cached, disk, from_pyeit
 from ..noise import add_noise
 from ..parallel import batch_sharding, data_mesh, shard_batch
 from ..protocol import adjacent
+from ..signals import Interrupted, StopSignals
 from ..machine import cpu_model
 from . import store
 from .config import SimulationConfig
@@ -363,7 +365,7 @@ def _write_shard(path, arrays, *, start, stop, compress):
 
 
 def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overwrite: bool = False,
-             log=print, devices=None) -> Path:
+             log=print, devices=None, handle_signals: bool = True) -> Path:
     """Generate (or finish) the data set of ``config`` in ``out``; returns the folder.
 
     Args:
@@ -376,6 +378,8 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
         devices: the devices to spread the chunks over (``None``: all devices
             of this process; see :meth:`Simulator.build`). The data do not
             depend on it, so a run may be resumed on another device count.
+        handle_signals: on SIGINT/SIGTERM, finish the shard being computed, keep it,
+            and raise :class:`jaxeit.signals.Interrupted` (main thread only).
 
     Returns:
         The data set folder; ``metadata.json`` then has ``status: "complete"``
@@ -384,6 +388,8 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     Raises:
         ValueError: if ``out`` holds a data set of a different config (or mesh)
             and ``overwrite`` is False.
+        jaxeit.signals.Interrupted: on SIGINT/SIGTERM, after the last complete shard
+            (run again to resume).
     """
     from tqdm.auto import tqdm
 
@@ -427,21 +433,26 @@ def simulate(config: SimulationConfig, out=None, *, progress: bool = True, overw
     bar = tqdm(total=config.n_samples, initial=done, disable=not progress, unit="sample", desc="simulate",
                dynamic_ncols=True, mininterval=2.0)
     t_compute, n_timed, t_first = 0.0, 0, None
-    try:
-        for split, k, start, stop in todo:
-            t0 = time.perf_counter()
-            arrays = sim(np.arange(start, stop))
-            dt = time.perf_counter() - t0
-            if t_first is None:          # the first shard includes compilation
-                t_first = dt
-            else:
-                t_compute += dt
-                n_timed += stop - start
-            _write_shard(store.shard_path(root, split, k), arrays, start=start, stop=stop,
-                         compress=config.compress)
-            bar.update(stop - start)
-    finally:
-        bar.close()
+    with StopSignals(handle_signals) as stop_signals:
+        try:
+            for split, k, start, stop in todo:
+                if stop_signals.stopped:
+                    name = signal.Signals(stop_signals.signum).name
+                    log(f"[simulate] {name}: stopped after the last complete shard")
+                    raise Interrupted(stop_signals.signum, "between shards; the complete shards are kept")
+                t0 = time.perf_counter()
+                arrays = sim(np.arange(start, stop))
+                dt = time.perf_counter() - t0
+                if t_first is None:          # the first shard includes compilation
+                    t_first = dt
+                else:
+                    t_compute += dt
+                    n_timed += stop - start
+                _write_shard(store.shard_path(root, split, k), arrays, start=start, stop=stop,
+                             compress=config.compress)
+                bar.update(stop - start)
+        finally:
+            bar.close()
     wall = time.perf_counter() - t_start
     throughput = {"samples_this_run": n_todo, "setup_s": round(t_setup, 3),
                   "first_shard_s": None if t_first is None else round(t_first, 3),
