@@ -1,204 +1,257 @@
-"""Diff-INR against TV, INR and INR+TV: thorax at three SNRs, held-out shape phantoms, time-step study, speed.
+"""Diff-INR against the classical methods and INR+TV on a fair, independent protocol (benchmarks/_protocol.py).
 
-Data: CEM on a fine gmsh mesh of the 28 cm tank; reconstruction on a coarser,
-different mesh; images compared on a 128×128 grid inside the tank (INRs are
-sampled there directly, mesh methods by element lookup). Diff-INR uses the
-shipped prior (``jaxeit.priors.load_pretrained()``).
+Stages (each resumable: every reconstruction's scores are cached in benchmarks/.cache/diff_inr_protocol/,
+so a run stopped by ``--max-minutes``, Ctrl-C or a kill continues where it stopped):
 
-1. Thorax (Diff-INR §4.1) at 60/50/40 dB, ``--seeds`` noise seeds each:
-   mean ± std SSIM and PSNR per method.
-2. Held-out shape phantoms: ``--shapes`` random images of the prior's shapes
-   distribution (a key never used in training), rendered at 128×128 on the
-   tank, scaled to a 0.2 S/m background, averaged onto the fine mesh; 50 dB.
-3. Time-step study (§5.3): Diff-INR SSIM on the thorax at 50 dB for three
-   t-ranges and two fixed t (the first three noise seeds).
-4. Speed: one Diff-INR iteration on a ~1k-element mesh (prior grid), from the
-   difference of two compiled runs of different lengths; whole reconstruction.
+1. ``sweep`` — every method's main weight (one-step α, GN α, TV α, INR+TV weight, λ_sds) over the same
+   five multiples of its default, on the validation split only (``--n-val`` cases per family, 50 and
+   40 dB); the chosen weight maximises the mean of (SSIM + CC)/2, with diverged cases scored 0.
+2. ``test`` — every method at its chosen weight on the test split (``--n-test`` cases per family) at 60,
+   50 and 40 dB, plus the constant-background floor.
+3. ``report`` — ``benchmarks/results/diff_inr.md``: the sweep, the test means with 95 % CIs per SNR and
+   family, divergence counts, the paired difference to TV with its 95 % CI, and the thorax order.
 
-Writes benchmarks/results/diff_inr.md, diff_inr_thorax.png, diff_inr_shapes.png
-and diff_inr_timesteps.png (time-step analysis, paper Fig. 5).
-
-    python benchmarks/diff_inr.py [--quick] [--seeds 5] [--shapes 20]
+    python benchmarks/diff_inr.py all --n-val 5 --n-test 30          # the full protocol (hours on a CPU)
+    python benchmarks/diff_inr.py sweep --methods TV,GN --max-minutes 60
+    python benchmarks/diff_inr.py all --quick                          # a smoke run (2 cases, 100 iterations)
 """
 
 from __future__ import annotations
 
 import argparse
-import itertools
+import json
+import math
+import os
 import sys
 import time
 from pathlib import Path
 
 import jax
-import jax.numpy as jnp
 import numpy as np
-from tqdm.auto import tqdm
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _protocol as P  # noqa: E402
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
-from inr import R, WIDTH, Z, image_of, mean_std, scores, tank_problem  # noqa: E402
 
-from jaxeit import ForwardModel, grid, mesh, metrics, noise, phantoms, plot  # noqa: E402
-from jaxeit.diffinr import timestep_analysis  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
-from jaxeit.priors import load_pretrained  # noqa: E402
-from jaxeit.priors.shapes import sample_conductivity  # noqa: E402
-from jaxeit.recon import reconstruct  # noqa: E402
+from jaxeit.recon import fit_homogeneous, reconstruct  # noqa: E402
 
-SHAPES_KEY = 20261125  # held-out phantoms: the prior was trained on fold_in(PRNGKey(0), step) batches
-SHAPES_BACKGROUND = 0.2  # S/m, the thorax phantom's background
-T_RANGES = [(20, 200), (50, 400), (200, 800)]
-FIXED_T = [100, 500]
-
-
-def shape_phantoms(n: int, g: grid.Grid, fine: mesh.Mesh):
-    """``n`` held-out shape images (n, 128, 128) on grid ``g`` and their element averages on ``fine``."""
-    sigma, _ = sample_conductivity(jax.random.PRNGKey(SHAPES_KEY), n, size=g.nx)
-    sigma = np.asarray(sigma, np.float64)
-    # the shapes' background is the value at the box corner (outside every shape)
-    sigma *= SHAPES_BACKGROUND / sigma[:, :1, :1]
-    to_mesh = grid.grid_to_mesh(fine, g, samples=16)
-    return sigma, np.stack([np.asarray(to_mesh(jnp.asarray(s))) for s in sigma])
+#: name -> (registry method, main-weight option, its default, fixed options)
+METHODS = {
+    "one-step": ("one-step", "alpha", 1.0, {}),
+    "GN": ("gn", "alpha", 10.0, {}),
+    "TV": ("tv", "alpha", 1e-4, {}),
+    "INR+TV": ("inr+tv", "tv_weight", 1e-4, {}),
+    "Diff-INR": ("diff-inr", "sds_weight", 3e-3, {}),
+}
+MULTIPLIERS = (0.1, 0.3, 1.0, 3.0, 10.0)   # the same tuning budget for every method
+SWEEP_SNRS = (50.0, 40.0)
+TEST_SNRS = (60.0, 50.0, 40.0)
 
 
-def run_methods(methods, inv, v, g, key):
-    """{name: (image (128, 128), background)} for every method on voltages ``v``."""
+class Cache:
+    """Scores of finished reconstructions, one JSON line each, keyed by (stage, method, weight, case, SNR)."""
+
+    def __init__(self, path: Path):
+        self.path = path
+        self.rows = {}
+        if path.exists():
+            for line in path.read_text().splitlines():
+                try:
+                    row = json.loads(line)
+                except json.JSONDecodeError:   # a line torn by a kill: ignored, recomputed
+                    continue
+                self.rows[row["key"]] = row
+
+    def get(self, key):
+        return self.rows.get(key)
+
+    def put(self, key, row):
+        row = dict(row, key=key)
+        self.rows[key] = row
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps(row) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def run_method(name: str, weight: float | None, problem: P.Problem, v, *, iterations: int, key) -> tuple:
+    """(image (128, 128) S/m, seconds, stop status) of method ``name`` at main weight ``weight``."""
+    t0 = time.perf_counter()
+    if name == "background":
+        bg = fit_homogeneous(problem.inv, v)
+        return np.full(problem.grid.shape, bg), time.perf_counter() - t0, "closed form"
+    method, option, _, fixed = METHODS[name]
+    opts = dict(fixed, **{option: weight})
+    if "inr" in method:
+        opts.update(max_iter=iterations, key=key)
+    res = reconstruct(problem.inv, v, method, grid=problem.grid, **opts)
+    return np.asarray(res.image), time.perf_counter() - t0, str(getattr(res, "status", ""))
+
+
+def evaluate(stage, names_weights, cases, snrs, split, problem, cache, *, iterations, deadline, log):
+    """Run every (method, weight) on every case and SNR not yet in ``cache``; False if the deadline hit."""
+    todo = [(n, w, c, s) for n, w in names_weights for c in cases for s in snrs
+            if cache.get(_key(stage, n, w, c, s, iterations)) is None]
+    log(f"[{stage}] {len(todo)} reconstructions to do")
+    t_start = time.perf_counter()
+    for i, (name, weight, case, snr) in enumerate(todo):
+        if time.time() > deadline:
+            log(f"[{stage}] time budget reached; {len(todo) - i} left (run again to continue)")
+            return False
+        v = P.noisy(case, snr, split)
+        image, secs, status = run_method(name, weight, problem, v, iterations=iterations,
+                                         key=jax.random.PRNGKey(case.index))
+        sc = P.score(image, case.truth, problem.mask)
+        cache.put(_key(stage, name, weight, case, snr, iterations),
+                  dict(sc, stage=stage, method=name, weight=weight, family=case.family, index=case.index, snr=snr,
+                       seconds=secs, status=status))
+        done = i + 1
+        eta = (time.perf_counter() - t_start) / done * (len(todo) - done)
+        log(f"[{stage}] {done}/{len(todo)} {name} w={weight:.3g} {case.family}#{case.index} {snr:g} dB: "
+            f"SSIM {sc['SSIM']:.3f} CC {sc['CC']:.3f} RE {sc['RE']:.3f} ({secs:.1f} s, ETA {eta / 60:.0f} min)")
+    return True
+
+
+def _key(stage, name, weight, case, snr, iterations):
+    w = "none" if weight is None else f"{weight:.6g}"
+    it = iterations if name in ("INR+TV", "Diff-INR") else 0
+    return f"{stage}|{name}|{w}|{case.family}|{case.index}|{snr:g}|{it}"
+
+
+def sweep_table(cache, names):
+    """{name: [(weight, objective, SSIM, CC, diverged, n)]} over the validation records."""
     out = {}
-    for name, (method, opts) in methods.items():
-        extra = {"key": key} if "inr" in method else {}
-        res = reconstruct(inv, v, method, **opts, **extra)
-        out[name] = (image_of(res, inv, g), res.background)
+    for name in names:
+        rows = []
+        for m in MULTIPLIERS:
+            w = METHODS[name][2] * m
+            recs = [r for r in cache.rows.values() if r["stage"] == "sweep" and r["method"] == name
+                    and math.isclose(r["weight"], w, rel_tol=1e-6)]
+            if not recs:
+                continue
+            obj = float(np.mean([(r["SSIM"] + r["CC"]) / 2 for r in recs]))
+            rows.append((w, obj, float(np.mean([r["SSIM"] for r in recs])), float(np.mean([r["CC"] for r in recs])),
+                         sum(r["diverged"] for r in recs), len(recs)))
+        out[name] = rows
     return out
 
 
-def time_per_iteration(model, v, prior, iterations):
-    """(ms per Diff-INR iteration, s for a whole reconstruction of ``iterations``), compiled."""
-    run = lambda n: reconstruct(model, v, "diff-inr", prior=prior, iterations=n, chunk=50)  # noqa: E731
-    run(50)  # compile
-    t0 = time.perf_counter()
-    run(50)
-    t_short = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run(250)
-    t_long = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    run(iterations)
-    return 1e3 * (t_long - t_short) / 200, time.perf_counter() - t0
+def chosen_weights(cache, names):
+    table = sweep_table(cache, names)
+    return {n: max(rows, key=lambda r: r[1])[0] for n, rows in table.items() if rows}
 
 
-def main(argv=None):
+def report(cache, names, args, problem) -> str:
+    test = [r for r in cache.rows.values() if r["stage"] == "test"]
+    chosen = chosen_weights(cache, names)
+    lines = [machine_header("Diff-INR on a fair, independent test protocol"), P.__doc__.split("\n\n", 1)[1], ""]
+    lines += [f"Inverse mesh: {problem.coarse.n_elements} elements (h = {P.H_INVERSE} R); data mesh: "
+              f"{problem.fine.n_nodes} nodes (h = {P.H_FINE} R). INR methods: {args.iterations} iterations.", ""]
+    lines += ["## 1. Main-weight sweep on the validation split (50 and 40 dB)", "",
+              "Objective: mean of (SSIM + CC)/2 over the validation cases; five multiples of each default.", ""]
+    rows = []
+    for name, recs in sweep_table(cache, names).items():
+        for w, obj, ssim, cc, div, n in recs:
+            rows.append([name, f"{w:.3g}" + (" **chosen**" if math.isclose(w, chosen.get(name, -1)) else ""),
+                         f"{obj:.3f}", f"{ssim:.3f}", f"{cc:.3f}", div, n])
+    lines += [markdown_table(["method", "weight", "objective", "SSIM", "CC", "diverged", "cases"], rows), ""]
+    order = ["background"] + [n for n in names]
+    lines += ["## 2. Test split: means with 95 % CIs", ""]
+    for snr in TEST_SNRS:
+        rows = []
+        for name in order:
+            recs = [r for r in test if r["method"] == name and r["snr"] == snr]
+            if not recs:
+                continue
+            rows.append([name, len(recs), P.fmt_ci([r["SSIM"] for r in recs]), P.fmt_ci([r["CC"] for r in recs]),
+                         P.fmt_ci([r["RE"] for r in recs]), P.fmt_ci([r["PSNR"] for r in recs], 2),
+                         sum(r["diverged"] for r in recs), f"{np.median([r['seconds'] for r in recs]):.1f}"])
+        if rows:
+            lines += [f"### {snr:g} dB, all families", "",
+                      markdown_table(["method", "cases", "SSIM", "CC", "RE", "PSNR", "diverged", "median s"], rows), ""]
+    lines += ["## 3. Paired difference to TV (same cases), 95 % CI", ""]
+    rows = []
+    for snr in TEST_SNRS:
+        tv = {(r["family"], r["index"]): r for r in test if r["method"] == "TV" and r["snr"] == snr}
+        for name in order:
+            if name == "TV":
+                continue
+            pairs = [(r, tv[(r["family"], r["index"])]) for r in test
+                     if r["method"] == name and r["snr"] == snr and (r["family"], r["index"]) in tv]
+            if not pairs:
+                continue
+            d_ssim = [a["SSIM"] - b["SSIM"] for a, b in pairs]
+            d_cc = [a["CC"] - b["CC"] for a, b in pairs]
+            m_cc, h_cc = P.mean_ci(d_cc)
+            rows.append([f"{snr:g}", name, len(pairs), P.fmt_ci(d_ssim), P.fmt_ci(d_cc),
+                         "yes" if np.isfinite(h_cc) and abs(m_cc) > h_cc else "no"])
+    lines += [markdown_table(["SNR", "method − TV", "pairs", "ΔSSIM", "ΔCC", "CI of ΔCC excludes 0"], rows), ""]
+    lines += ["## 4. Per family (50 dB): mean SSIM / CC", ""]
+    rows = []
+    for fam in P.FAMILIES:
+        row = [fam]
+        for name in order:
+            recs = [r for r in test if r["method"] == name and r["snr"] == 50.0 and r["family"] == fam]
+            row.append(f"{np.mean([r['SSIM'] for r in recs]):.3f} / {np.mean([r['CC'] for r in recs]):.3f}"
+                       if recs else "–")
+        rows.append(row)
+    lines += [markdown_table(["family"] + order, rows), ""]
+    thorax = {name: np.mean([r["SSIM"] for r in test if r["method"] == name and r["family"] == "thorax"])
+              for name in ("TV", "INR+TV", "Diff-INR") if any(r["method"] == name and r["family"] == "thorax"
+                                                             for r in test)}
+    if len(thorax) == 3:
+        ok = thorax["Diff-INR"] > thorax["INR+TV"] > thorax["TV"]
+        lines += [f"Thorax, all SNRs, mean SSIM: Diff-INR {thorax['Diff-INR']:.3f}, INR+TV {thorax['INR+TV']:.3f}, "
+                  f"TV {thorax['TV']:.3f}: the paper's order Diff-INR > INR+TV > TV "
+                  f"{'holds' if ok else 'does not hold'}.", ""]
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--quick", action="store_true", help="1 seed, 50 dB, 2 shapes, 100 iterations (smoke run)")
-    ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--shapes", type=int, default=20)
-    ap.add_argument("--iterations", type=int, default=600)
+    ap.add_argument("stage", choices=["sweep", "test", "report", "all"])
+    ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
+    ap.add_argument("--n-val", type=int, default=5, help="validation cases per family")
+    ap.add_argument("--n-test", type=int, default=30, help="test cases per family")
+    ap.add_argument("--iterations", type=int, default=600, help="INR / Diff-INR iterations")
+    ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    ap.add_argument("--quick", action="store_true", help="2 cases per family, 100 iterations, own cache")
     ap.add_argument("--out", type=Path, default=RESULTS / "diff_inr.md")
     args = ap.parse_args(argv)
-    seeds = list(range(1 if args.quick else args.seeds))
-    snrs = [50.0] if args.quick else [60.0, 50.0, 40.0]
-    n_shapes = 2 if args.quick else args.shapes
-    iters = 100 if args.quick else args.iterations
-    t_start = time.perf_counter()
-
-    prior = load_pretrained()
-    prot, fine, coarse, fwd, inv, g, mask = tank_problem()
-    m = jnp.asarray(mask)
-    fig_metrics = {"SSIM": lambda x, r: metrics.ssim(x, r, mask=m), "PSNR": lambda x, r: metrics.psnr(x, r, mask=m)}
-    methods = {"TV": ("tv", {}), "INR": ("inr", dict(iterations=iters)),
-               "INR+TV": ("inr+tv", dict(iterations=iters)),
-               "Diff-INR": ("diff-inr", dict(iterations=iters, prior=prior))}
-
-    # 1. thorax at three SNRs
-    phantom = phantoms.thorax(R)
-    truth = np.asarray(phantoms.on_grid(phantom, g))
-    v_clean = fwd.voltages(phantoms.on_mesh(phantom, fine))
-    thorax = {snr: {name: [] for name in methods} for snr in snrs}
-    thorax_images = {}
-    for snr, seed in tqdm(list(itertools.product(snrs, seeds)), desc="thorax"):
-        v = noise.add_noise(v_clean, snr, jax.random.PRNGKey(1000 + seed))
-        out = run_methods(methods, inv, v, g, jax.random.PRNGKey(seed))
-        for name, (img, bg) in out.items():
-            thorax[snr][name].append(scores(img, truth, mask, bg))
-        if snr == 50.0 and seed == 0:
-            thorax_images = {name: img for name, (img, _) in out.items()}
-            diff_inr_50 = reconstruct(inv, v, "diff-inr", iterations=iters, prior=prior, key=jax.random.PRNGKey(0))
-        tqdm.write(f"thorax {snr:g} dB seed {seed}: " +
-                   ", ".join(f"{n} {thorax[snr][n][-1]['SSIM']:.3f}" for n in methods))
-    plot.compare(thorax_images, truth=truth, grid=g, mask=mask, path=args.out.with_name("diff_inr_thorax.png"),
-                 title="Thorax phantom, 50 dB", metrics=fig_metrics)
-    timestep_analysis(diff_inr_50, prior, key=jax.random.PRNGKey(5),
-                      path=args.out.with_name("diff_inr_timesteps.png"))
-
-    # 2. held-out shape phantoms at 50 dB
-    shape_truths, shape_sigmas = shape_phantoms(n_shapes, g, fine)
-    shapes = {name: [] for name in methods}
-    shape_images = {}
-    for i in tqdm(range(n_shapes), desc="shapes"):
-        v = noise.add_noise(fwd.voltages(jnp.asarray(shape_sigmas[i])), 50.0, jax.random.PRNGKey(2000 + i))
-        out = run_methods(methods, inv, v, g, jax.random.PRNGKey(i))
-        for name, (img, bg) in out.items():
-            shapes[name].append(scores(img, shape_truths[i], mask, bg))
-        if i == 0:
-            shape_images = {name: img for name, (img, _) in out.items()}
-        tqdm.write(f"shape {i}: " + ", ".join(f"{n} {shapes[n][-1]['SSIM']:.3f}" for n in methods))
-    plot.compare(shape_images, truth=shape_truths[0], grid=g, mask=mask,
-                 path=args.out.with_name("diff_inr_shapes.png"), title="Held-out shape phantom 0, 50 dB",
-                 metrics=fig_metrics)
-
-    # 3. time-step study, thorax 50 dB (seeds as section 1)
-    settings = [(f"t ∈ [{a}, {b}]", dict(t_range=(a, b))) for a, b in T_RANGES]
-    settings += [(f"t = {t}", dict(fixed_t=t)) for t in FIXED_T]
-    steps_rows = []
-    for label, opts in settings:
-        vals = []
-        for seed in seeds[:3]:
-            v = noise.add_noise(v_clean, 50.0, jax.random.PRNGKey(1000 + seed))
-            res = reconstruct(inv, v, "diff-inr", iterations=iters, prior=prior, key=jax.random.PRNGKey(seed),
-                              **opts)
-            vals.append(scores(image_of(res, inv, g), truth, mask, res.background)["SSIM"])
-        steps_rows.append([label, mean_std(vals)])
-        print("time steps", label, steps_rows[-1][1], flush=True)
-
-    # 4. speed on a ~1k-element mesh
-    m1k = mesh.disk(radius=R, electrode_width=WIDTH, h=0.15 * R)
-    f1k = ForwardModel(m1k, prot, contact_impedance=Z)
-    v1k = noise.add_noise(v_clean, 50.0, jax.random.PRNGKey(1000))
-    ms_iter, whole = time_per_iteration(f1k, v1k, prior, iters)
-
-    # report
-    n = prior.image_size
-    header = machine_header("Diff-INR: INR + diffusion prior through score distillation")
-    header += (f"Forward: CEM on a fine mesh of the 28 cm tank ({fine.n_nodes} nodes); inverse: a different mesh "
-               f"({coarse.n_elements} elements). INR: 256 Fourier features, 4×128 MLP, Adam lr 0.01 with cosine "
-               f"decay, {iters} iterations; INR+TV: TV weight 1e-4; Diff-INR: shipped prior `{prior.name}` "
-               f"({n}×{n}), SDS weight 3e-3, t ∈ [50, 400], constant w(t). TV: PD-IPM with its defaults. Metrics "
-               "on 128×128 inside the tank.\n\n")
-    rows = [[f"{snr:g} dB", name, mean_std([r["SSIM"] for r in recs]), mean_std([r["PSNR"] for r in recs])]
-            for snr in snrs for name, recs in thorax[snr].items()]
-    text = header + f"## 1. Thorax phantom, {len(seeds)} noise seeds per SNR (mean ± std)\n\n"
-    text += markdown_table(["SNR", "method", "SSIM", "PSNR"], rows)
-    best = {snr: max(methods, key=lambda k: np.mean([r["SSIM"] for r in thorax[snr][k]])) for snr in snrs}
-    text += "\n\nBest mean SSIM: " + ", ".join(f"{snr:g} dB: {best[snr]}" for snr in snrs) + "\n\n"
-    text += "![thorax](diff_inr_thorax.png)\n\n"
-    text += (f"## 2. Held-out shape phantoms, 50 dB ({n_shapes} images of the prior's distribution, key "
-             f"{SHAPES_KEY}, background {SHAPES_BACKGROUND} S/m)\n\n")
-    text += markdown_table(["method", "SSIM", "PSNR"], [[name, mean_std([r["SSIM"] for r in recs]),
-                                                         mean_std([r["PSNR"] for r in recs])]
-                                                        for name, recs in shapes.items()])
-    best_s = max(methods, key=lambda k: np.mean([r["SSIM"] for r in shapes[k]]))
-    text += f"\n\nBest mean SSIM: {best_s}\n\n![shapes](diff_inr_shapes.png)\n\n"
-    text += f"## 3. Time-step study (Diff-INR, thorax, 50 dB, {len(seeds[:3])} seeds): SSIM\n\n"
-    text += markdown_table(["SDS time steps", "SSIM"], steps_rows)
-    text += "\n\nTime-step analysis of the 50 dB reconstruction (rows: x_t, ε̂, ε̂ − ε):\n\n"
-    text += "![time steps](diff_inr_timesteps.png)\n\n"
-    text += "## 4. Speed (compiled)\n\n"
-    text += markdown_table(["mesh elements", "prior grid", "ms / Diff-INR iteration", "iterations",
-                            "whole reconstruction (s)"], [[m1k.n_elements, f"{n}×{n}", ms_iter, iters, whole]])
-    text += f"\n\nTotal wall time of this run: {(time.perf_counter() - t_start) / 60:.1f} min.\n"
-    atomic_write_text(args.out, text)
-    print(text)
-    print(f"written {args.out}")
+    names = [n.strip() for n in args.methods.split(",") if n.strip()]
+    unknown = set(names) - set(METHODS)
+    if unknown:
+        ap.error(f"unknown methods {sorted(unknown)}; choose from {sorted(METHODS)}")
+    if args.quick:
+        args.n_val, args.n_test, args.iterations = 2, 2, 100
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
+    cache = Cache(P.cache_dir() / ("quick.jsonl" if args.quick else "records.jsonl"))
+    problem = P.tank_problem()
+    log = lambda msg: print(msg, flush=True)  # noqa: E731
+    finished = True
+    if args.stage in ("sweep", "all"):
+        val = [c for fam in P.FAMILIES for c in P.make_cases(problem, "val", fam, args.n_val)]
+        grid_ = [(n, METHODS[n][2] * m) for n in names for m in MULTIPLIERS]
+        finished = evaluate("sweep", grid_, val, SWEEP_SNRS, "val", problem, cache, iterations=args.iterations,
+                            deadline=deadline, log=log)
+    if finished and args.stage in ("test", "all"):
+        chosen = chosen_weights(cache, names)
+        missing = [n for n in names if n not in chosen]
+        if missing:
+            log(f"[test] no sweep results for {missing}: run the sweep stage first")
+            return 2
+        test = [c for fam in P.FAMILIES for c in P.make_cases(problem, "test", fam, args.n_test)]
+        finished = evaluate("test", [("background", None)] + [(n, chosen[n]) for n in names], test, TEST_SNRS,
+                            "test", problem, cache, iterations=args.iterations, deadline=deadline, log=log)
+    if args.stage in ("report", "all"):
+        text = report(cache, names, args, problem)
+        out = args.out if not args.quick else args.out.with_name("diff_inr_quick.md")
+        atomic_write_text(out, text)
+        print(text)
+    return 0 if finished else 3
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

@@ -1,18 +1,26 @@
-"""The shipped diffusion prior: samples, held-out denoising MSE against a Gaussian blur, speed.
+"""A diffusion prior's model card: samples, held-out denoising MSE against a Gaussian blur, sharp vs blurred, speed.
 
 1. 16 samples (ancestral, 100 respaced steps, learned variances) next to 16
-   training images → prior_samples.png; mean total variation and the fraction
+   training images → prior_<name>_samples.png; mean total variation and the fraction
    of pixels at the extremes, for samples and data.
 2. Denoising on fresh shapes images (a key never used in training): x_t from
    q(x_t | x_0) at t = 100, 300, 500; MSE of the prior's x̂₀ (from ε̂, raw and
    clipped to [-1, 1]) against a Gaussian-blur denoiser of x_t/√ᾱ_t whose width
    is chosen per t on a separate tuning set, and against x̂₀ = 0.
-3. Speed on this machine: shapes generation (images/s), one ε̂ evaluation
+3. Sharp vs blurred: the denoising loss ‖ε̂(x_t, t) − ε‖² on fresh sharp
+   shapes images and on Gaussian-blurred copies (1.5 px, renormalised to
+   [-1, 1]) with the same ε, per t: a prior of sharp shapes should denoise
+   sharp images better (ratio blurred/sharp > 1) at every t ≤ 300.
+4. Speed on this machine: shapes generation (images/s), one ε̂ evaluation
    (batch 1 and 32), sampling 16 images.
 
-Writes benchmarks/results/prior.md and prior_samples.png.
+Checks (acceptance): the samples' extreme-pixel fraction within 0.1 of the
+data's; the blurred/sharp loss ratio > 1 at every t ≤ 300.
 
-    python benchmarks/prior.py [--quick] [--weights PATH.msgpack] [--n-test 512]
+Writes benchmarks/results/prior_<name>.md and prior_<name>_samples.png, and the
+model card jaxeit/priors/weights/<name>.md beside the weights (the same text).
+
+    python benchmarks/prior.py [--name shapes64] [--quick] [--weights PATH.msgpack] [--n-test 512]
 """
 
 from __future__ import annotations
@@ -36,7 +44,8 @@ import jaxeit  # noqa: E402,F401
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.priors import load_pretrained, shapes  # noqa: E402
 
-TIMESTEPS = (100, 300, 500)
+TIMESTEPS = (50, 100, 200, 300, 500)
+SHARP_BLUR_PX = 1.5
 BLUR_WIDTHS = (0.0, 0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 4.0, 5.0, 6.0, 8.0)   # pixels
 
 
@@ -77,6 +86,27 @@ def denoising_table(prior, key, n_test, n_tune, batch=64):
     return rows
 
 
+def sharp_vs_blurred(prior, key, n_test, batch=64):
+    """Rows (t, loss on sharp, loss on blurred, ratio) of the ε-prediction loss, the same ε for both."""
+    n = prior.image_size
+    mask = prior.disk_mask()
+    sharp = np.asarray(shapes.sample_images(key, n_test, size=n))
+    blurred = blur(sharp, SHARP_BLUR_PX * n / 64)
+    blurred = np.stack([np.asarray(prior.to_prior(jnp.asarray(b), jnp.asarray(mask))) for b in blurred])
+    rows, ok = [], True
+    for t in TIMESTEPS:
+        eps = np.asarray(jax.random.normal(jax.random.fold_in(key, t), sharp.shape, jnp.float32))
+        losses = []
+        for x0 in (sharp, blurred):
+            xt = prior.q_sample(jnp.asarray(x0), t, jnp.asarray(eps))
+            eps_hat = np.concatenate([np.asarray(prior.apply(xt[i:i + batch], t)) for i in range(0, n_test, batch)])
+            losses.append(float(np.mean((eps_hat - eps) ** 2)))
+        ratio = losses[1] / losses[0]
+        ok &= ratio > 1.0 or t > 300
+        rows.append([t, losses[0], losses[1], f"{ratio:.3f}"])
+    return rows, ok
+
+
 def sample_figure(prior, data, samples, path, steps):
     import matplotlib
 
@@ -104,14 +134,18 @@ def sample_figure(prior, data, samples, path, steps):
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="small smoke run (few images, 20 sampling steps)")
-    ap.add_argument("--weights", help="a .msgpack file instead of the shipped prior")
+    ap.add_argument("--name", help="a shipped prior (default: the package's default prior)")
+    ap.add_argument("--weights", help="a .msgpack file instead of a shipped prior")
+    ap.add_argument("--no-card", action="store_true", help="do not write the model card beside the weights")
     ap.add_argument("--n-test", type=int, default=512)
     ap.add_argument("--seed", type=int, default=20261122, help="held-out key (training uses seed 0)")
     ap.add_argument("--out", default=str(RESULTS), help="results folder")
     args = ap.parse_args(argv)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    prior = load_pretrained(path=args.weights) if args.weights else load_pretrained()
+    prior = (load_pretrained(path=args.weights) if args.weights else
+             load_pretrained(args.name) if args.name else load_pretrained())
+    stem = f"prior_{prior.name}"
     n = prior.image_size
     key = jax.random.PRNGKey(args.seed)
     n_test = 64 if args.quick else args.n_test
@@ -130,15 +164,17 @@ def main(argv=None) -> int:
     more = samples if args.quick else np.concatenate(
         [samples, np.asarray(prior.sample(jax.random.fold_in(k_samp, 2), 48, steps=steps))])
     ref = np.asarray(shapes.sample_images(k_stats, len(more), size=n))
-    sample_figure(prior, data, samples, out / "prior_samples.png", steps)
+    sample_figure(prior, data, samples, out / f"{stem}_samples.png", steps)
     ext = lambda x: float(np.mean(np.abs(x) > 0.9))  # noqa: E731
     stats_rows = [["training data", len(ref), float(total_variation(ref).mean()), ext(ref),
                    float(ref.mean()), float(ref.std())],
                   [f"prior samples ({steps} steps)", len(more), float(total_variation(more).mean()), ext(more),
                    float(more.mean()), float(more.std())]]
 
-    # 2. denoising
+    # 2. denoising; 3. sharp vs blurred
     den_rows = denoising_table(prior, k_den, n_test, n_test // 2)
+    sharp_rows, sharp_ok = sharp_vs_blurred(prior, jax.random.fold_in(k_den, 7), n_test)
+    ext_ok = abs(stats_rows[1][3] - stats_rows[0][3]) <= 0.1
 
     # 3. speed
     t_gen = median_time(lambda k: shapes.sample_images(k, 256, size=n), repeats=3,
@@ -155,14 +191,14 @@ def main(argv=None) -> int:
              f"(channels {tc.get('base_channels')}×{tc.get('channel_mult')}, attention at "
              f"{tc.get('attention_resolutions')}), cosine schedule T = {prior.num_timesteps}, learned-range "
              f"variance, hybrid loss. Trained {meta.get('steps')} steps × batch {tc.get('batch_size')} "
-             f"(streamed shapes) in {meta.get('wall_time_s', 0) / 60:.0f} min on {meta.get('hardware', {}).get('cpu')} "
-             f"(one core); final training loss {fl.get('loss', float('nan')):.4f} (L_simple "
+             f"(streamed shapes, {meta.get('images_seen', '?')} images seen) in {meta.get('wall_time_s', 0) / 60:.0f} min "
+             f"on {meta.get('hardware', {}).get('cpu')} ({meta.get('hardware', {}).get('devices')}); final training loss {fl.get('loss', float('nan')):.4f} (L_simple "
              f"{fl.get('mse', float('nan')):.4f}, L_vlb term {fl.get('vb_bits_per_pixel', float('nan')):.4f} "
              f"bits/pixel). Weights: EMA.",
              "",
              "## Samples",
              "",
-             f"![samples](prior_samples.png)",
+             f"![samples]({stem}_samples.png)",
              "",
              "Left: fresh training images; right: prior samples (ancestral sampling, "
              f"{steps} respaced steps, learned variances, x̂₀ clipped to [-1, 1]). Image statistics "
@@ -181,6 +217,19 @@ def main(argv=None) -> int:
              markdown_table(["t", "ᾱ_t", "noise std of x_t/√ᾱ_t", "prior MSE", "prior MSE (clipped)",
                              "best blur MSE", "blur width (px)", "x̂₀ = 0 MSE", "blur / prior"], den_rows),
              "",
+             f"**Check: extreme fraction within 0.1 of the data's: {'PASS' if ext_ok else 'FAIL'}** "
+             f"({stats_rows[1][3]:.3f} vs {stats_rows[0][3]:.3f}).",
+             "",
+             "## Sharp vs blurred",
+             "",
+             f"ε-prediction loss ‖ε̂(x_t, t) − ε‖² (mean per pixel) on {n_test} fresh sharp shapes images and on "
+             f"the same images blurred by a Gaussian of {SHARP_BLUR_PX * n / 64:g} px (renormalised to [-1, 1]), "
+             "with the same noise ε. Ratio > 1: the denoiser prefers sharp shapes.",
+             "",
+             markdown_table(["t", "loss, sharp", "loss, blurred", "blurred / sharp"], sharp_rows),
+             "",
+             f"**Check: prefers sharp at every t ≤ 300: {'PASS' if sharp_ok else 'FAIL'}**",
+             "",
              f"## Speed (this machine, {len(os.sched_getaffinity(0))} core(s) available to the process)",
              "",
              markdown_table(["operation", "time"], [
@@ -191,9 +240,17 @@ def main(argv=None) -> int:
                                                          f"{t_sample_first:.1f} s)"],
              ]),
              ""]
-    atomic_write_text(out / "prior.md", "\n".join(lines))
-    print("\n".join(lines))
-    print(json.dumps({"wrote": [str(out / "prior.md"), str(out / "prior_samples.png")]}))
+    text = "\n".join(lines)
+    wrote = [out / f"{stem}.md", out / f"{stem}_samples.png"]
+    atomic_write_text(out / f"{stem}.md", text)
+    if not args.weights and not args.no_card and not args.quick:   # the model card beside the shipped weights
+        from jaxeit.priors.pretrained import WEIGHTS_DIR
+
+        card = text.replace(f"({stem}_samples.png)", f"(../../../benchmarks/results/{stem}_samples.png)")
+        atomic_write_text(WEIGHTS_DIR / f"{prior.name}.md", card)
+        wrote.append(WEIGHTS_DIR / f"{prior.name}.md")
+    print(text)
+    print(json.dumps({"wrote": [str(p) for p in wrote]}))
     return 0
 
 
