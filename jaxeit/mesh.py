@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -70,77 +71,132 @@ class Mesh(ContentHashed):
     ref_node: int = 0
 
     def __post_init__(self):
-        nodes = np.ascontiguousarray(self.nodes, dtype=np.float64)
-        tri = np.ascontiguousarray(self.triangles, dtype=np.int32)
-        edges = np.ascontiguousarray(self.electrode_edges, dtype=np.int32).reshape(-1, 2)
-        edge_el = np.ascontiguousarray(self.edge_electrode, dtype=np.int32).reshape(-1)
-        el_nodes = np.ascontiguousarray(self.electrode_nodes, dtype=np.int32).reshape(-1)
-        for name, value in [("nodes", nodes), ("triangles", tri), ("electrode_edges", edges),
-                            ("edge_electrode", edge_el), ("electrode_nodes", el_nodes)]:
+        nodes = _coordinates(self.nodes)
+        n = len(nodes)
+        tri = _indices(self.triangles, "triangles", 3, n)
+        edges = _indices(self.electrode_edges, "electrode_edges", 2, n)
+        edge_el = _indices(self.edge_electrode, "edge_electrode", None, None)
+        el_nodes = _indices(self.electrode_nodes, "electrode_nodes", None, n)
+        ref = _indices(np.reshape(self.ref_node, -1), "ref_node", None, n)
+        if ref.shape != (1,):
+            raise ValueError(f"ref_node must be one node index, got {self.ref_node!r}")
+        nodes, tri, edges, el_nodes, ref = _drop_unused_nodes(nodes, tri, edges, el_nodes, ref)
+        for name, value in [("nodes", nodes), ("triangles", tri.astype(np.int32)),
+                            ("electrode_edges", edges.astype(np.int32)),
+                            ("edge_electrode", edge_el.astype(np.int32)),
+                            ("electrode_nodes", el_nodes.astype(np.int32))]:
+            value = np.ascontiguousarray(value)
             value.setflags(write=False)
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "ref_node", int(self.ref_node))
+        object.__setattr__(self, "ref_node", int(ref[0]))
         self._validate()
 
     # -- validation -----------------------------------------------------------------
     def _validate(self):
-        n = len(self.nodes)
-        if self.nodes.ndim != 2 or self.nodes.shape[1] != 2:
-            raise ValueError(f"nodes must have shape (N, 2), got {self.nodes.shape}")
-        if not np.all(np.isfinite(self.nodes)):
-            raise ValueError("nodes contain NaN or inf coordinates")
-        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
-            raise ValueError(f"triangles must have shape (E, 3), got {self.triangles.shape}")
-        if self.triangles.min() < 0 or self.triangles.max() >= n:
-            raise ValueError("triangles reference node indices outside [0, N)")
-        area2 = _signed_area2(self.nodes, self.triangles)
-        scale = np.mean(np.ptp(self.nodes, axis=0)) ** 2
+        """Check the topology and geometry (vectorised numpy; ~10 ms at 20k nodes).
+
+        Raises ``ValueError`` naming the first offending item: a degenerate or
+        clockwise triangle, a repeated triangle or node, an edge shared by more
+        than two triangles, neighbouring triangles that overlap (a tangled or
+        folded mesh), a pinched boundary node, a second connected part, or an
+        electrode whose edges are not boundary edges, are shared with another
+        electrode or do not form one contiguous piece.
+        """
+        nodes, tri, n = self.nodes, self.triangles, len(self.nodes)
+        area2 = _signed_area2(nodes, tri)
+        scale = float(np.mean(np.ptp(nodes, axis=0))) ** 2
         bad = np.flatnonzero(area2 <= 1e-14 * scale)
         if bad.size:
             raise ValueError(
-                f"mesh has {bad.size} inverted or degenerate triangles (first: {bad[:5].tolist()}); "
-                "triangles must be counter-clockwise with positive area: use "
+                f"mesh has {bad.size} inverted or degenerate triangles (first: {bad[:5].tolist()}, nodes "
+                f"{tri[bad[0]].tolist()}); triangles must be counter-clockwise with positive area: use "
                 "Mesh.from_arrays(..., orient=True) to reorient, or remesh"
             )
-        if len(self.edge_electrode) != len(self.electrode_edges):
-            raise ValueError("edge_electrode must have one entry per electrode edge")
-        n_el = len(self.electrode_nodes)
+        _check_duplicates(nodes, tri, scale)
+        topo = _Topology(nodes, tri)
+        topo.check()
+        _check_connected(tri, n)
+        self._validate_electrodes(topo)
+
+    def _validate_electrodes(self, topo: "_Topology"):
+        n = len(self.nodes)
+        edges, edge_el, el_nodes = self.electrode_edges, self.edge_electrode, self.electrode_nodes
+        if len(edge_el) != len(edges):
+            raise ValueError(f"edge_electrode has {len(edge_el)} entries for {len(edges)} electrode edges: "
+                             "give one electrode index per edge")
+        n_el = len(el_nodes)
         if n_el == 0:
-            raise ValueError("a mesh needs at least one electrode")
-        if len(self.edge_electrode) and (self.edge_electrode.min() < 0 or self.edge_electrode.max() >= n_el):
-            raise ValueError("edge_electrode values must lie in [0, n_electrodes)")
-        if len(self.electrode_edges) and set(np.unique(self.edge_electrode)) != set(range(n_el)):
-            missing = sorted(set(range(n_el)) - set(np.unique(self.edge_electrode)))
-            raise ValueError(f"electrodes {missing} have no boundary edges")
-        if not 0 <= self.ref_node < n:
-            raise ValueError(f"ref_node {self.ref_node} is not a node index")
-        if self.ref_node in set(self.electrode_nodes.tolist()):
-            raise ValueError("ref_node must not be an electrode node (it is grounded)")
+            raise ValueError("a mesh needs at least one electrode: give electrode_edges (CEM) or "
+                             "electrode_nodes (point electrodes)")
+        if len(edge_el) and (edge_el.min() < 0 or edge_el.max() >= n_el):
+            i = int(np.flatnonzero((edge_el < 0) | (edge_el >= n_el))[0])
+            raise ValueError(f"edge_electrode[{i}] = {int(edge_el[i])} is not an electrode index in "
+                             f"[0, {n_el}): there are {n_el} electrode nodes")
+        if len(edges):
+            present = np.bincount(edge_el, minlength=n_el) > 0
+            if not present.all():
+                raise ValueError(f"electrodes {np.flatnonzero(~present).tolist()} have no boundary edges: "
+                                 "every electrode needs at least one edge (or drop its electrode node)")
+            _check_electrode_edges(edges, edge_el, topo, n)
+        uniq, counts = np.unique(el_nodes, return_counts=True)
+        if np.any(counts > 1):
+            node = int(uniq[counts > 1][0])
+            which = np.flatnonzero(el_nodes == node).tolist()
+            raise ValueError(f"electrodes {which} share the electrode node {node}: give each electrode its own node")
+        if self.ref_node in set(el_nodes.tolist()):
+            raise ValueError(f"ref_node {self.ref_node} is an electrode node; the reference (grounded) node must "
+                             "be another node")
 
     # -- constructors ---------------------------------------------------------------
     @classmethod
     def from_arrays(cls, nodes, triangles, *, electrode_edges=None, edge_electrode=None,
                     electrode_nodes=None, ref_node=None, orient=True) -> "Mesh":
-        """Build a mesh from arrays; with ``orient=True`` clockwise triangles are flipped.
+        """Build a mesh from arrays, validated like any :class:`Mesh`.
 
-        ``electrode_nodes`` defaults to the endpoint nearest each electrode's
-        mid-point; ``ref_node`` defaults to pyEIT's rule (the first node index
-        that is not an electrode node).
+        Args:
+            nodes: (N, 2) or (N, 3) coordinates (a third column is dropped).
+            triangles: (E, 3) integer node indices (0-based). Float arrays are
+                accepted only when every entry is a whole number (never rounded).
+            electrode_edges, edge_electrode: (K, 2) boundary edges under the
+                electrodes and (K,) their electrode index (CEM meshes).
+            electrode_nodes: (L,) one node per electrode; defaults to the
+                endpoint nearest each electrode's mid-point.
+            ref_node: the grounded node of the point-electrode model; defaults to
+                pyEIT's rule (the first node index that is not an electrode node).
+            orient: flip clockwise triangles. This only fixes the order in which
+                a triangle lists its nodes: a tangled mesh, where a flipped
+                triangle overlaps its neighbours, is rejected with ``ValueError``.
+
+        Nodes used by no triangle are removed (with a warning) and the indices
+        renumbered.
         """
-        nodes = np.asarray(nodes, dtype=np.float64)[:, :2]
-        tri = np.asarray(triangles, dtype=np.int64).copy()
+        nodes = _coordinates(nodes, allow_3d=True)
+        tri = _indices(triangles, "triangles", 3, len(nodes))
         if orient:
             flip = _signed_area2(nodes, tri) < 0
-            tri[flip] = tri[flip][:, [0, 2, 1]]
-        edges = np.zeros((0, 2), np.int32) if electrode_edges is None else np.asarray(electrode_edges)
-        edge_el = np.zeros((0,), np.int32) if edge_electrode is None else np.asarray(edge_electrode)
+            if flip.any():
+                tri = tri.copy()
+                tri[flip] = tri[flip][:, [0, 2, 1]]
+                _Topology(nodes, tri).check(flipped=flip)
+        edges = _indices(np.zeros((0, 2), np.int64) if electrode_edges is None else electrode_edges,
+                         "electrode_edges", 2, len(nodes))
+        edge_el = _indices(np.zeros((0,), np.int64) if edge_electrode is None else edge_electrode,
+                           "edge_electrode", None, None)
+        if len(edge_el) != len(edges):
+            raise ValueError(f"edge_electrode has {len(edge_el)} entries for {len(edges)} electrode edges: "
+                             "give one electrode index per edge")
         if electrode_nodes is None:
             if len(edges) == 0:
                 raise ValueError("give electrode_edges (CEM) or electrode_nodes (point electrodes)")
+            if edge_el.min() < 0:
+                raise ValueError(f"edge_electrode values must be >= 0, got {int(edge_el.min())}")
             electrode_nodes = _electrode_centre_nodes(nodes, edges, edge_el)
-        electrode_nodes = np.asarray(electrode_nodes)
+        electrode_nodes = _indices(electrode_nodes, "electrode_nodes", None, len(nodes))
         if ref_node is None:
-            ref_node = int(np.setdiff1d(np.arange(len(electrode_nodes) + 1), electrode_nodes)[0])
+            candidates = np.setdiff1d(np.unique(tri), electrode_nodes)
+            if candidates.size == 0:
+                raise ValueError("every mesh node is an electrode node: no node is left to ground (ref_node)")
+            ref_node = int(candidates[0])
         return cls(nodes, tri, edges, edge_el, electrode_nodes, ref_node)
 
     # -- geometry -------------------------------------------------------------------
@@ -320,10 +376,252 @@ def _signed_area2(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:
     return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
 
 
+# -- validation helpers (vectorised; used by Mesh.__post_init__ and Mesh.from_arrays) ----------
+
+def _coordinates(value, allow_3d: bool = False) -> np.ndarray:
+    """(N, 2) float64 finite node coordinates (a third column is dropped when ``allow_3d``)."""
+    try:
+        nodes = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"nodes must be an (N, 2) array of numbers: {e}") from None
+    if nodes.ndim != 2 or nodes.shape[1] not in ((2, 3) if allow_3d else (2,)):
+        raise ValueError(f"nodes must have shape (N, 2){' or (N, 3)' if allow_3d else ''}, got {nodes.shape}")
+    nodes = np.ascontiguousarray(nodes[:, :2])
+    bad = ~np.isfinite(nodes).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{int(bad.sum())} nodes have NaN or inf coordinates (first: node {i} at "
+                         f"{nodes[i].tolist()}); give finite coordinates")
+    if len(nodes) < 3:
+        raise ValueError(f"a mesh needs at least 3 nodes, got {len(nodes)}")
+    return nodes
+
+
+def _indices(value, name: str, width: int | None, n: int | None) -> np.ndarray:
+    """``value`` as an int64 index array of shape (-1, width) (or (-1,) when ``width`` is None).
+
+    Integer arrays pass; float arrays only when every entry is a whole number
+    (indices are never rounded). With ``n`` given, every index must lie in [0, n).
+    """
+    arr = np.asarray(value)
+    if arr.size == 0:
+        arr = arr.reshape(0, width) if width else arr.reshape(0)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must hold integer node indices, got dtype {arr.dtype}")
+    if width is not None and (arr.ndim != 2 or arr.shape[1] != width):
+        if arr.ndim == 1 and arr.size % width == 0 and name != "triangles":
+            arr = arr.reshape(-1, width)
+        else:
+            raise ValueError(f"{name} must have shape (*, {width}), got {arr.shape}")
+    if width is None:
+        arr = arr.reshape(-1)
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}{list(pos)} = {float(arr[pos])!r} is not a whole number: indices are never "
+                             f"rounded; pass integer node indices (e.g. {name}.astype(int) if they are exact)")
+    out = arr.astype(np.int64)
+    if n is not None and out.size:
+        bad = (out < 0) | (out >= n)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}{list(pos)} = {int(out[pos])} is not a node index in [0, {n}) "
+                             f"({int(bad.sum())} such entries); indices are 0-based (subtract 1 from "
+                             "MATLAB-style 1-based indices)")
+    return out
+
+
+def _drop_unused_nodes(nodes, tri, edges, el_nodes, ref):
+    """Remove nodes used by no triangle (with a warning) and renumber; electrode and reference
+    nodes must be triangle vertices."""
+    used = np.zeros(len(nodes), bool)
+    used[tri.reshape(-1)] = True
+    if used.all():
+        return nodes, tri, edges, el_nodes, ref
+    for name, idx in [("electrode_edges", edges), ("electrode_nodes", el_nodes), ("ref_node", ref)]:
+        off = ~used[idx]
+        if off.any():
+            pos = tuple(int(i) for i in np.argwhere(off)[0])
+            raise ValueError(f"{name}{list(pos) if name != 'ref_node' else ''} = {int(idx[pos])} is a node of no "
+                             "triangle: electrode and reference nodes must be mesh vertices")
+    unused = np.flatnonzero(~used)
+    warnings.warn(f"mesh: removed {unused.size} node(s) used by no triangle (first: {unused[:5].tolist()}); "
+                  "node indices are renumbered (Mesh.nodes holds the kept nodes in their order)",
+                  stacklevel=3)
+    remap = np.cumsum(used) - 1
+    return nodes[used], remap[tri], remap[edges], remap[el_nodes], remap[ref]
+
+
+def _check_duplicates(nodes, tri, scale):
+    """Reject repeated triangles and nodes at the same position (within 1e-10 of the mesh size)."""
+    n = len(nodes)
+    st = np.sort(tri, axis=1)
+    if n < 2**21:
+        key = (st[:, 0] * n + st[:, 1]) * n + st[:, 2]
+        order = np.argsort(key, kind="stable")
+        dup = np.flatnonzero(key[order][1:] == key[order][:-1])
+    else:
+        order = np.lexsort(st.T[::-1])
+        dup = np.flatnonzero(np.all(st[order][1:] == st[order][:-1], axis=1))
+    if dup.size:
+        a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+        raise ValueError(f"triangles {a} and {b} have the same nodes {tri[a].tolist()} ({dup.size} repeated "
+                         "triangles): list each triangle once")
+    tol = 1e-10 * np.sqrt(scale)
+    q = np.round(nodes / tol) if tol > 0 else nodes
+    order = np.lexsort((q[:, 1], q[:, 0]))
+    same = np.flatnonzero(np.all(q[order][1:] == q[order][:-1], axis=1))
+    if same.size:
+        a, b = sorted((int(order[same[0]]), int(order[same[0] + 1])))
+        raise ValueError(f"nodes {a} and {b} are at the same position {nodes[a].tolist()} ({same.size} repeated "
+                         f"nodes): merge them (use one index for both in the triangles)")
+
+
+class _Topology:
+    """Edges of a triangle mesh: unique undirected edges, their triangles, the boundary.
+
+    ``keys`` (U,) sorted int64 ``lo·N + hi`` of the unique edges; ``count`` (U,)
+    triangles per edge; ``boundary`` (B, 2) directed boundary edges (domain on the left).
+    """
+
+    def __init__(self, nodes, tri):
+        self.nodes, self.tri, self.n = nodes, tri, len(nodes)
+        directed = tri[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
+        lo, hi = directed.min(axis=1), directed.max(axis=1)
+        keys = lo * self.n + hi
+        self.keys, self.inverse, self.count = np.unique(keys, return_inverse=True, return_counts=True)
+        self.inverse = self.inverse.reshape(-1)
+        self.directed = directed
+        self.boundary = directed[self.count[self.inverse] == 1]
+
+    def boundary_keys(self) -> np.ndarray:
+        return self.keys[self.count == 1]
+
+    def check(self, flipped=None):
+        """Raise ValueError for non-manifold edges, overlapping neighbours, folds and pinched nodes."""
+        tri, n = self.tri, self.n
+        many = np.flatnonzero(self.count > 2)
+        if many.size:
+            k = int(self.keys[many[0]])
+            owners = (np.flatnonzero(self.inverse == many[0]) // 3).tolist()
+            raise ValueError(f"edge ({k // n}, {k % n}) belongs to {int(self.count[many[0]])} triangles {owners}: "
+                             "an edge may be shared by at most two triangles; remove the overlapping triangles")
+        # two triangles on one edge must traverse it in opposite directions (else they overlap)
+        sign = np.where(self.directed[:, 0] < self.directed[:, 1], 1, -1)
+        net = np.bincount(self.inverse, weights=sign, minlength=len(self.keys))
+        clash = np.flatnonzero((self.count == 2) & (net != 0))
+        if clash.size:
+            k = int(self.keys[clash[0]])
+            a, b = (np.flatnonzero(self.inverse == clash[0]) // 3).tolist()
+            if flipped is not None and (flipped[a] or flipped[b]):
+                raise ValueError(
+                    f"orient=True flipped {int(np.count_nonzero(flipped))} clockwise triangles (first: "
+                    f"{np.flatnonzero(flipped)[:5].tolist()}), but the mesh is tangled, not just listed "
+                    f"clockwise: triangles {a} and {b} lie on the same side of their edge ({k // n}, {k % n}) and "
+                    f"overlap ({clash.size} such edges); move the misplaced nodes or remesh")
+            raise ValueError(f"triangles {a} and {b} lie on the same side of their common edge ({k // n}, {k % n}) "
+                             f"and overlap ({clash.size} such edges): the mesh is tangled; move the misplaced "
+                             "nodes or remesh")
+        # each boundary node has one boundary edge in and one out (else the boundary is pinched there)
+        out_deg = np.bincount(self.boundary[:, 0], minlength=n)
+        in_deg = np.bincount(self.boundary[:, 1], minlength=n)
+        pinched = np.flatnonzero((out_deg > 1) | (in_deg > 1) | (out_deg != in_deg))
+        if pinched.size:
+            raise ValueError(f"boundary node {int(pinched[0])} joins {int(out_deg[pinched[0]])} boundary loops "
+                             f"({pinched.size} such nodes): the domain is pinched there (triangles meet only at "
+                             "a node); connect the parts through an edge or remesh")
+        # the corner angles at a node add up to 2π (interior) or to the boundary angle (else folded)
+        p = self.nodes[tri]
+        u, v = np.roll(p, -1, axis=1) - p, np.roll(p, 1, axis=1) - p
+        ang = np.arctan2(u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0], (u * v).sum(-1))
+        total = np.bincount(tri.reshape(-1), weights=ang.reshape(-1), minlength=n)
+        expect = np.full(n, 2 * np.pi)
+        b = self.boundary
+        if len(b):
+            prev = np.empty(n, np.int64)
+            prev[b[:, 1]] = b[:, 0]
+            node, nxt = b[:, 0], b[:, 1]
+            u, v = self.nodes[nxt] - self.nodes[node], self.nodes[prev[node]] - self.nodes[node]
+            inner = np.arctan2(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0], (u * v).sum(-1)) % (2 * np.pi)
+            expect[node] = inner
+        folded = np.flatnonzero(np.abs(total - expect) > 1e-6)
+        if folded.size:
+            i = int(folded[0])
+            raise ValueError(f"the triangles around node {i} turn {total[i] / np.pi:.3g}π instead of "
+                             f"{expect[i] / np.pi:.3g}π ({folded.size} such nodes): the mesh folds over itself "
+                             "there; move the misplaced nodes or remesh")
+
+
+def _check_connected(tri, n):
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    rows = tri[:, [0, 1, 2]].reshape(-1)
+    cols = tri[:, [1, 2, 0]].reshape(-1)
+    n_comp, label = connected_components(coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n)),
+                                         directed=False)
+    if n_comp > 1:
+        sizes = np.bincount(label[tri[:, 0]], minlength=n_comp)
+        small = int(np.argmin(sizes))
+        first = int(np.flatnonzero(label[tri[:, 0]] == small)[0])
+        raise ValueError(f"the mesh has {n_comp} disconnected parts (triangles per part: {sizes.tolist()}; "
+                         f"triangle {first} is in a part of {int(sizes[small])}): the forward problem needs one "
+                         "connected domain; keep the part with the electrodes or join the parts")
+
+
+def _check_electrode_edges(edges, edge_el, topo: _Topology, n: int):
+    lo, hi = edges.min(axis=1), edges.max(axis=1)
+    keys = lo * n + hi
+    pos = np.searchsorted(topo.keys, keys).clip(0, len(topo.keys) - 1)
+    is_edge = (topo.keys[pos] == keys) & (lo != hi)
+    if not is_edge.all():
+        i = int(np.flatnonzero(~is_edge)[0])
+        raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is not an edge "
+                         f"of any triangle ({int(np.count_nonzero(~is_edge))} such edges): list boundary edges, "
+                         "each a pair of neighbouring boundary nodes")
+    inner = topo.count[pos] != 1
+    if inner.any():
+        i = int(np.flatnonzero(inner)[0])
+        raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is an interior "
+                         f"edge, shared by two triangles ({int(np.count_nonzero(inner))} such edges): electrodes "
+                         "lie on the boundary; list boundary edges only")
+    order = np.argsort(keys, kind="stable")
+    rep = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if rep.size:
+        i, j = int(order[rep[0]]), int(order[rep[0] + 1])
+        a, b = int(edge_el[i]), int(edge_el[j])
+        what = (f"electrodes {a} and {b} overlap" if a != b else f"it is listed twice for electrode {a}")
+        raise ValueError(f"edge {edges[i].tolist()} is electrode_edges[{i}] and [{j}]: {what}; each boundary edge "
+                         "may belong to one electrode only")
+    # each electrode: one contiguous piece of boundary (a path, not a whole loop)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids, local = np.unique(edge_el[:, None] * np.int64(n) + edges, return_inverse=True)
+    local = local.reshape(-1, 2)
+    _, label = connected_components(coo_matrix((np.ones(len(local), np.int8), (local[:, 0], local[:, 1])),
+                                               shape=(len(ids), len(ids))), directed=False)
+    owner = ids // n
+    n_el = int(edge_el.max()) + 1
+    pieces = np.bincount(np.unique(owner * len(ids) + label) // len(ids), minlength=n_el)
+    split = np.flatnonzero(pieces > 1)
+    if split.size:
+        k = int(split[0])
+        raise ValueError(f"electrode {k} is made of {int(pieces[k])} separate pieces of boundary: each electrode must "
+                         "be one contiguous run of boundary edges; give each piece its own electrode index")
+    loop = np.flatnonzero(np.bincount(owner, minlength=n_el) == np.bincount(edge_el, minlength=n_el))
+    if loop.size:
+        k = int(loop[0])
+        raise ValueError(f"electrode {k} covers a whole boundary loop: leave a gap between the ends of an electrode")
+
+
 def _electrode_centre_nodes(nodes, edges, edge_el) -> np.ndarray:
     n_el = int(edge_el.max()) + 1
     out = np.empty(n_el, np.int64)
     for k in range(n_el):
+        if not np.any(edge_el == k):
+            raise ValueError(f"electrode {k} has no edges in electrode_edges: number electrodes 0..L-1 without gaps")
         ids = np.unique(edges[edge_el == k])
         a, b = nodes[edges[edge_el == k, 0]], nodes[edges[edge_el == k, 1]]
         w = np.linalg.norm(a - b, axis=1)
