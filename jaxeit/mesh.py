@@ -287,18 +287,50 @@ class Mesh(ContentHashed):
 
     # -- conversion -----------------------------------------------------------------
     def to_meshio(self):
-        """A ``meshio.Mesh`` with triangles and electrode ``line`` cells (cell data ``electrode``)."""
+        """A ``meshio.Mesh`` that meshio writes in gmsh 2.2 / 4.1, VTU or XDMF and :func:`from_meshio` reads back.
+
+        Cells: ``triangle`` (E, 3), then one ``line`` block per electrode
+        holding its boundary edges. Cell data (int32): ``gmsh:physical``
+        (electrode k is physical group k + 1, the triangles group L + 1) and
+        ``gmsh:geometrical``. Point data: ``electrode_node`` (N,) float64, the
+        electrode whose point-electrode node this is, else -1; ``is_ref_node``
+        (N,) float64, 1 at ``ref_node``; ``gmsh:dim_tags`` (N, 2) int32, the
+        entity blocks gmsh 4.1 needs, chosen so that gmsh 4.1 keeps the node
+        order. Field data names the physical groups (``electrode_1``, …, ``domain``).
+
+        The round trips gmsh 2.2 and 4.1 (binary, meshio's default), VTU and
+        XDMF (needs h5py) give back identical arrays (tested). Data arrays are
+        reals because gmsh stores data as reals. meshio 5.3's ASCII gmsh
+        writer garbles data arrays under numpy 2: write gmsh files binary.
+        """
         import meshio
 
+        n_el = self.n_electrodes
+        domain = n_el + 1
+        lines = self.has_electrode_edges
         cells = [("triangle", self.triangles)]
-        data = {"electrode": [np.full(self.n_elements, -1, np.int32)]}
-        if self.has_electrode_edges:
-            cells.append(("line", self.electrode_edges))
-            data["electrode"].append(self.edge_electrode)
+        phys = [np.full(self.n_elements, domain, np.int32)]
+        geo = [np.full(self.n_elements, 1, np.int32)]
+        for k in range(n_el if lines else 0):
+            e = self.electrode_edges[self.edge_electrode == k]
+            cells.append(("line", e))
+            phys.append(np.full(len(e), k + 1, np.int32))
+            geo.append(np.full(len(e), k + 1, np.int32))
+        # gmsh 4.1 lists nodes entity by entity, in (dim, tag) order, and needs a node in every entity:
+        # nodes 0..L-1 stand for the L curve entities, the rest for the surface, so the order is kept
+        dim_tags = np.tile(np.array([2, 1], np.int32), (self.n_nodes, 1))
+        if lines:
+            dim_tags[:n_el] = np.column_stack([np.ones(n_el, np.int32), np.arange(1, n_el + 1, dtype=np.int32)])
+        el_node = np.full(self.n_nodes, -1.0)
+        el_node[self.electrode_nodes] = np.arange(n_el)
+        is_ref = np.zeros(self.n_nodes)
+        is_ref[self.ref_node] = 1.0
+        field = {f"electrode_{k + 1}": np.array([k + 1, 1]) for k in range(n_el if lines else 0)}
+        field["domain"] = np.array([domain, 2])
         points = np.column_stack([self.nodes, np.zeros(self.n_nodes)])
-        return meshio.Mesh(points, cells, cell_data=data,
-                           field_data={"electrode_nodes": self.electrode_nodes,
-                                       "ref_node": np.array([self.ref_node])})
+        return meshio.Mesh(points, cells, cell_data={"gmsh:physical": phys, "gmsh:geometrical": geo},
+                           field_data=field,
+                           point_data={"electrode_node": el_node, "is_ref_node": is_ref, "gmsh:dim_tags": dim_tags})
 
     def save(self, path) -> Path:
         """Write the mesh to an ``.npz`` file atomically (all arrays, exactly); reload with :meth:`load`.
@@ -318,17 +350,32 @@ class Mesh(ContentHashed):
         """Read a mesh written by :meth:`save` (validated like any other mesh).
 
         Raises:
-            ValueError: if the file is missing, unreadable or lacks a mesh array.
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a readable ``.npz`` (truncated,
+                corrupt, another format), lacks a mesh array, or holds an
+                invalid mesh; the message names the file.
         """
+        import zipfile
+
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"mesh file {path} does not exist; write one with Mesh.save")
+        keys = ("nodes", "triangles", "electrode_edges", "edge_electrode", "electrode_nodes", "ref_node")
         try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in ("nodes", "triangles", "electrode_edges", "edge_electrode",
-                                            "electrode_nodes", "ref_node")}
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"cannot read a mesh from {path}: {e}; write one with Mesh.save") from e
-        arrays["ref_node"] = int(arrays["ref_node"])
-        return cls(**arrays)
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("it holds a single array, not a mesh archive")
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"it lacks the array(s) {missing} (it holds {sorted(z.files)})")
+                arrays = {k: z[k] for k in keys}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot read a mesh from {path}: {e} ({type(e).__name__}); the file may be "
+                             "truncated or of another kind: write it again with Mesh.save") from e
+        try:
+            return cls(**arrays)
+        except ValueError as e:
+            raise ValueError(f"{path} holds an invalid mesh: {e}") from e
 
     def with_electrode_nodes(self, electrode_nodes, ref_node=None) -> "Mesh":
         """The same mesh with other point-electrode nodes (e.g. pyEIT's ``el_pos``)."""
@@ -641,12 +688,30 @@ def from_pyeit(node, element, el_pos, ref_node=None) -> Mesh:
     return Mesh.from_arrays(node, element, electrode_nodes=el_pos, ref_node=ref_node, orient=True)
 
 
-def from_meshio(m) -> Mesh:
-    """Inverse of :meth:`Mesh.to_meshio` (or any meshio mesh with triangles and tagged ``line`` cells).
+#: meshio cell types that carry no mesh information for jaxeit (gmsh writes physical points as ``vertex``)
+_IGNORED_CELLS = ("vertex",)
 
-    Electrode lines are read from the ``electrode`` cell data (or ``gmsh:physical``
-    minus one). Raises ``ValueError`` if there are no triangles.
+
+def from_meshio(m) -> Mesh:
+    """A :class:`Mesh` from a ``meshio.Mesh``: the inverse of :meth:`Mesh.to_meshio`.
+
+    Reads ``triangle`` cells and the ``line`` cells of the electrodes: their
+    electrode index is the ``electrode`` cell data, else ``gmsh:physical``
+    minus one; lines tagged below 0 (or untagged) are not electrodes.
+    Point electrodes come from the point data ``electrode_node`` (or the
+    field data of older files), else the node nearest each electrode centre.
+
+    Raises:
+        ValueError: no triangles; cells of another kind (quads, second-order
+            triangles, 3D cells: the model is P1 triangles only, so they are
+            rejected rather than dropped); non-integer tags; or an invalid mesh.
     """
+    other = sorted({c.type for c in m.cells} - {"triangle", "line", *_IGNORED_CELLS})
+    if other:
+        counts = {t: sum(len(c.data) for c in m.cells if c.type == t) for t in other}
+        raise ValueError(f"meshio mesh has cells jaxeit does not support: {counts}; the forward model uses P1 "
+                         "triangles only: split them into triangles (e.g. gmsh -2 with Mesh.RecombineAll=0 or "
+                         "Mesh.SecondOrderLinear/-order 1) or remove them, rather than dropping part of the domain")
     tri = [c.data for c in m.cells if c.type == "triangle"]
     if not tri:
         raise ValueError("meshio mesh has no triangle cells")
@@ -654,18 +719,33 @@ def from_meshio(m) -> Mesh:
     key = "electrode" if "electrode" in m.cell_data else ("gmsh:physical" if "gmsh:physical" in m.cell_data else None)
     for i, c in enumerate(m.cells):
         if c.type == "line" and key is not None:
-            tag = np.asarray(m.cell_data[key][i]).reshape(-1)
+            tag = _indices(m.cell_data[key][i], f"cell_data[{key!r}] of line block {i}", None, None)
             tag = tag if key == "electrode" else tag - 1
             lines.append(c.data[tag >= 0])
             tags.append(tag[tag >= 0])
     edges = np.concatenate(lines) if lines else None
     edge_el = np.concatenate(tags) if tags else None
+    if edges is not None and len(edges) == 0:
+        edges = edge_el = None
+    pd = getattr(m, "point_data", {}) or {}
     fd = getattr(m, "field_data", {}) or {}
-    el_nodes = fd.get("electrode_nodes")
-    ref = fd.get("ref_node")
+    if "electrode_node" in pd:
+        flag = _indices(pd["electrode_node"], "point_data['electrode_node']", None, None)
+        at = np.flatnonzero(flag >= 0)
+        el_nodes = at[np.argsort(flag[at])]
+        if not np.array_equal(np.sort(flag[at]), np.arange(len(at))):
+            raise ValueError("point_data['electrode_node'] must number the electrode nodes 0..L-1 once each, got "
+                             f"{np.sort(flag[at]).tolist()[:10]}")
+    else:
+        el_nodes = fd.get("electrode_nodes")
+    if "is_ref_node" in pd:
+        ref_at = np.flatnonzero(np.asarray(pd["is_ref_node"]).reshape(-1) != 0)
+        ref = int(ref_at[0]) if ref_at.size == 1 else None
+    else:
+        ref = fd.get("ref_node")
+        ref = None if ref is None else int(np.asarray(ref).reshape(-1)[0])
     return Mesh.from_arrays(m.points[:, :2], np.concatenate(tri), electrode_edges=edges,
-                            edge_electrode=edge_el, electrode_nodes=el_nodes,
-                            ref_node=None if ref is None else int(np.asarray(ref).reshape(-1)[0]))
+                            edge_electrode=edge_el, electrode_nodes=el_nodes, ref_node=ref)
 
 
 # -----------------------------------------------------------------------------------
@@ -690,11 +770,42 @@ def _gmsh_session():
             gmsh.finalize()
 
 
+#: largest mesh a generator makes without being asked twice (about 8 GB of gmsh memory beyond it)
+_MAX_ELEMENTS = 20_000_000
+
+
+def _positive(name: str, value) -> float:
+    """``value`` as a finite positive float, else a ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _check_generator(h, edge_refinement, offset, area: float):
+    """Check the mesh-size arguments of a generator before gmsh sees them."""
+    h = _positive("h (element size)", h)
+    _positive("edge_refinement", edge_refinement)
+    try:
+        if not math.isfinite(float(offset)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"offset must be a finite angle in radians, got {offset!r}") from None
+    estimate = 2.3 * area / h**2  # equilateral triangles of side h
+    if estimate > _MAX_ELEMENTS:
+        raise ValueError(f"h={h:g} would give about {estimate:.2g} triangles on a domain of area {area:.4g}: "
+                         f"use h >= {math.sqrt(2.3 * area / _MAX_ELEMENTS):.3g} (same units as the domain)")
+
+
 def _check_electrodes(perimeter: float, n_electrodes: int, electrode_width: float):
+    if isinstance(n_electrodes, bool) or not isinstance(n_electrodes, (int, np.integer)):
+        raise ValueError(f"n_electrodes must be an integer, got {n_electrodes!r}")
     if n_electrodes < 1:
         raise ValueError(f"n_electrodes must be >= 1, got {n_electrodes}")
-    if electrode_width <= 0:
-        raise ValueError(f"electrode_width must be positive, got {electrode_width}")
+    electrode_width = _positive("electrode_width", electrode_width)
     if n_electrodes * electrode_width >= perimeter:
         raise ValueError(
             f"{n_electrodes} electrodes of width {electrode_width} overlap on a boundary of length "
@@ -723,6 +834,13 @@ def from_outline(curve: Callable[[np.ndarray], np.ndarray], *, n_electrodes: int
     """
     t = np.linspace(0.0, 1.0, n_samples + 1)
     pts = np.asarray(curve(t[:-1]), dtype=np.float64)
+    if pts.shape != (n_samples, 2) or not np.all(np.isfinite(pts)):
+        raise ValueError(f"curve(t) must return finite points of shape (len(t), 2), got shape {pts.shape}"
+                         + ("" if pts.shape != (n_samples, 2) else " with NaN/inf"))
+    area = 0.5 * float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+    if not area > 0:
+        raise ValueError(f"the outline encloses area {area:.4g}: give a closed counter-clockwise curve")
+    _check_generator(h, edge_refinement, offset, area)
     closed = np.vstack([pts, pts[:1]])
     seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -836,8 +954,8 @@ def disk(radius: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0
     ``electrode_width`` is an arc length in the units of ``radius``; electrode
     ends are mesh vertices, with elements of size ``edge_refinement·h`` there.
     """
-    if radius <= 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+    radius = _positive("radius", radius)
+    _check_generator(h, edge_refinement, offset, math.pi * radius**2)
     return from_outline(lambda t: radius * np.column_stack([np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)]),
                         n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
                         edge_refinement=edge_refinement, circle_radius=radius)
@@ -847,8 +965,8 @@ def ellipse(a: float = 1.0, b: float = 0.7, n_electrodes: int = 16, electrode_wi
             h: float = 0.05, offset: float = 0.0, *, edge_refinement: float = 0.3) -> Mesh:
     """An ellipse with semi-axes ``a`` (x) and ``b`` (y); electrodes equally spaced in arc length,
     electrode 0 centred at polar angle ``offset``."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"semi-axes must be positive, got a={a}, b={b}")
+    a, b = _positive("a (semi-axis)", a), _positive("b (semi-axis)", b)
+    _check_generator(h, edge_refinement, offset, math.pi * a * b)
     return from_outline(lambda t: np.column_stack([a * np.cos(2 * np.pi * t), b * np.sin(2 * np.pi * t)]),
                         n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
                         edge_refinement=edge_refinement)
@@ -874,5 +992,6 @@ def thorax_outline(t: np.ndarray, width: float = 1.0) -> np.ndarray:
 def thorax(width: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0.15, h: float = 0.05,
            offset: float = math.pi / 2, *, edge_refinement: float = 0.3) -> Mesh:
     """A thorax-like outline (see :func:`thorax_outline`); electrode 0 at the sternum by default."""
+    width = _positive("width", width)
     return from_outline(lambda t: thorax_outline(t, width), n_electrodes=n_electrodes,
                         electrode_width=electrode_width, h=h, offset=offset, edge_refinement=edge_refinement)
