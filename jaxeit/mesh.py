@@ -112,10 +112,10 @@ class Mesh(ContentHashed):
                 f"{tri[bad[0]].tolist()}); triangles must be counter-clockwise with positive area: use "
                 "Mesh.from_arrays(..., orient=True) to reorient, or remesh"
             )
-        _check_duplicates(nodes, tri, scale)
+        _check_duplicate_nodes(nodes, scale)
         topo = _Topology(nodes, tri)
         topo.check()
-        _check_connected(tri, n)
+        topo.check_connected()
         self._validate_electrodes(topo)
 
     def _validate_electrodes(self, topo: "_Topology"):
@@ -193,7 +193,10 @@ class Mesh(ContentHashed):
             electrode_nodes = _electrode_centre_nodes(nodes, edges, edge_el)
         electrode_nodes = _indices(electrode_nodes, "electrode_nodes", None, len(nodes))
         if ref_node is None:
-            candidates = np.setdiff1d(np.unique(tri), electrode_nodes)
+            free = np.zeros(len(nodes), bool)
+            free[tri.reshape(-1)] = True
+            free[electrode_nodes] = False
+            candidates = np.flatnonzero(free)
             if candidates.size == 0:
                 raise ValueError("every mesh node is an electrode node: no node is left to ground (ref_node)")
             ref_node = int(candidates[0])
@@ -418,9 +421,10 @@ def cached(name: str, build: Callable[[], "Mesh"], folder=None) -> "Mesh":
 
 
 def _signed_area2(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    p = nodes[tri]
-    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    """(E,) twice the signed triangle areas (positive when counter-clockwise)."""
+    x, y = nodes[:, 0], nodes[:, 1]
+    x0, y0 = x[tri[:, 0]], y[tri[:, 0]]
+    return (x[tri[:, 1]] - x0) * (y[tri[:, 2]] - y0) - (y[tri[:, 1]] - y0) * (x[tri[:, 2]] - x0)
 
 
 # -- validation helpers (vectorised; used by Mesh.__post_init__ and Mesh.from_arrays) ----------
@@ -500,9 +504,8 @@ def _drop_unused_nodes(nodes, tri, edges, el_nodes, ref):
     return nodes[used], remap[tri], remap[edges], remap[el_nodes], remap[ref]
 
 
-def _check_duplicates(nodes, tri, scale):
-    """Reject repeated triangles and nodes at the same position (within 1e-10 of the mesh size)."""
-    n = len(nodes)
+def _check_duplicate_triangles(tri, n):
+    """Reject repeated triangles (any node order)."""
     st = np.sort(tri, axis=1)
     if n < 2**21:
         key = (st[:, 0] * n + st[:, 1]) * n + st[:, 2]
@@ -515,10 +518,15 @@ def _check_duplicates(nodes, tri, scale):
         a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
         raise ValueError(f"triangles {a} and {b} have the same nodes {tri[a].tolist()} ({dup.size} repeated "
                          "triangles): list each triangle once")
-    tol = 1e-10 * np.sqrt(scale)
+
+
+def _check_duplicate_nodes(nodes, scale):
+    """Reject two nodes at the same position (within 1e-10 of the mesh size)."""
+    tol = 1e-10 * math.sqrt(scale)
     q = np.round(nodes / tol) if tol > 0 else nodes
     order = np.lexsort((q[:, 1], q[:, 0]))
-    same = np.flatnonzero(np.all(q[order][1:] == q[order][:-1], axis=1))
+    qs = q[order]
+    same = np.flatnonzero((qs[1:, 0] == qs[:-1, 0]) & (qs[1:, 1] == qs[:-1, 1]))
     if same.size:
         a, b = sorted((int(order[same[0]]), int(order[same[0] + 1])))
         raise ValueError(f"nodes {a} and {b} are at the same position {nodes[a].tolist()} ({same.size} repeated "
@@ -526,50 +534,49 @@ def _check_duplicates(nodes, tri, scale):
 
 
 class _Topology:
-    """Edges of a triangle mesh: unique undirected edges, their triangles, the boundary.
+    """Edges of a triangle mesh as sparse matrices (built in O(E), no sorting).
 
-    ``keys`` (U,) sorted int64 ``lo·N + hi`` of the unique edges; ``count`` (U,)
-    triangles per edge; ``boundary`` (B, 2) directed boundary edges (domain on the left).
+    ``directed`` (N, N) CSR: entry (a, b) counts the triangles whose boundary
+    runs a → b. In a valid mesh every entry is 1, an interior edge appears
+    once each way and a boundary edge once. ``boundary`` (B, 2) directed
+    boundary edges (domain on the left).
     """
 
     def __init__(self, nodes, tri):
-        self.nodes, self.tri, self.n = nodes, tri, len(nodes)
-        directed = tri[:, [0, 1, 1, 2, 2, 0]].reshape(-1, 2)
-        lo, hi = directed.min(axis=1), directed.max(axis=1)
-        keys = lo * self.n + hi
-        self.keys, self.inverse, self.count = np.unique(keys, return_inverse=True, return_counts=True)
-        self.inverse = self.inverse.reshape(-1)
-        self.directed = directed
-        self.boundary = directed[self.count[self.inverse] == 1]
+        from scipy.sparse import csr_matrix
 
-    def boundary_keys(self) -> np.ndarray:
-        return self.keys[self.count == 1]
+        self.nodes, self.tri, self.n = nodes, tri, len(nodes)
+        a = tri.reshape(-1)
+        b = tri[:, [1, 2, 0]].reshape(-1)
+        self.directed = csr_matrix((np.ones(len(a), np.int32), (a, b)), shape=(self.n, self.n))
+        self.directed.sum_duplicates()
+        self.boundary = None
 
     def check(self, flipped=None):
-        """Raise ValueError for non-manifold edges, overlapping neighbours, folds and pinched nodes."""
-        tri, n = self.tri, self.n
-        many = np.flatnonzero(self.count > 2)
-        if many.size:
-            k = int(self.keys[many[0]])
-            owners = (np.flatnonzero(self.inverse == many[0]) // 3).tolist()
-            raise ValueError(f"edge ({k // n}, {k % n}) belongs to {int(self.count[many[0]])} triangles {owners}: "
-                             "an edge may be shared by at most two triangles; remove the overlapping triangles")
-        # two triangles on one edge must traverse it in opposite directions (else they overlap)
-        sign = np.where(self.directed[:, 0] < self.directed[:, 1], 1, -1)
-        net = np.bincount(self.inverse, weights=sign, minlength=len(self.keys))
-        clash = np.flatnonzero((self.count == 2) & (net != 0))
-        if clash.size:
-            k = int(self.keys[clash[0]])
-            a, b = (np.flatnonzero(self.inverse == clash[0]) // 3).tolist()
-            if flipped is not None and (flipped[a] or flipped[b]):
+        """Raise ValueError for non-manifold edges, overlapping neighbours, pinched nodes and folds."""
+        n, d = self.n, self.directed
+        if d.data.max(initial=0) > 1:
+            _check_duplicate_triangles(self.tri, n)
+            coo = d.tocoo()
+            i = int(np.flatnonzero(coo.data > 1)[0])
+            a, b = int(coo.row[i]), int(coo.col[i])
+            on = np.flatnonzero(np.isin(self.tri, [a, b]).sum(axis=1) == 2)
+            if len(on) > 2:
+                raise ValueError(f"edge ({a}, {b}) belongs to {len(on)} triangles {on[:6].tolist()}: an edge may be "
+                                 "shared by at most two triangles; remove the overlapping triangles")
+            t, u = on.tolist()
+            if flipped is not None and (flipped[t] or flipped[u]):
                 raise ValueError(
                     f"orient=True flipped {int(np.count_nonzero(flipped))} clockwise triangles (first: "
-                    f"{np.flatnonzero(flipped)[:5].tolist()}), but the mesh is tangled, not just listed "
-                    f"clockwise: triangles {a} and {b} lie on the same side of their edge ({k // n}, {k % n}) and "
-                    f"overlap ({clash.size} such edges); move the misplaced nodes or remesh")
-            raise ValueError(f"triangles {a} and {b} lie on the same side of their common edge ({k // n}, {k % n}) "
-                             f"and overlap ({clash.size} such edges): the mesh is tangled; move the misplaced "
-                             "nodes or remesh")
+                    f"{np.flatnonzero(flipped)[:5].tolist()}), but the mesh is tangled, not just listed clockwise: "
+                    f"triangles {t} and {u} lie on the same side of their edge ({a}, {b}) and overlap; move the "
+                    "misplaced nodes or remesh")
+            raise ValueError(f"triangles {t} and {u} lie on the same side of their common edge ({a}, {b}) and "
+                             "overlap: the mesh is tangled; move the misplaced nodes or remesh")
+        # a directed edge whose reverse is missing is a boundary edge
+        bnd = (d - d.T).tocoo()
+        keep = bnd.data > 0
+        self.boundary = np.column_stack([bnd.row[keep], bnd.col[keep]]).astype(np.int64)
         # each boundary node has one boundary edge in and one out (else the boundary is pinched there)
         out_deg = np.bincount(self.boundary[:, 0], minlength=n)
         in_deg = np.bincount(self.boundary[:, 1], minlength=n)
@@ -579,19 +586,21 @@ class _Topology:
                              f"({pinched.size} such nodes): the domain is pinched there (triangles meet only at "
                              "a node); connect the parts through an edge or remesh")
         # the corner angles at a node add up to 2π (interior) or to the boundary angle (else folded)
-        p = self.nodes[tri]
-        u, v = np.roll(p, -1, axis=1) - p, np.roll(p, 1, axis=1) - p
-        ang = np.arctan2(u[..., 0] * v[..., 1] - u[..., 1] * v[..., 0], (u * v).sum(-1))
-        total = np.bincount(tri.reshape(-1), weights=ang.reshape(-1), minlength=n)
+        tri, x = self.tri, self.nodes
+        p0, p1, p2 = x[tri[:, 0]], x[tri[:, 1]], x[tri[:, 2]]
+        total = np.zeros(n)
+        for j, (c, u, v) in enumerate([(p0, p1, p2), (p1, p2, p0), (p2, p0, p1)]):
+            ux, uy, vx, vy = u[:, 0] - c[:, 0], u[:, 1] - c[:, 1], v[:, 0] - c[:, 0], v[:, 1] - c[:, 1]
+            total += np.bincount(tri[:, j], weights=np.arctan2(ux * vy - uy * vx, ux * vx + uy * vy), minlength=n)
         expect = np.full(n, 2 * np.pi)
         b = self.boundary
         if len(b):
             prev = np.empty(n, np.int64)
             prev[b[:, 1]] = b[:, 0]
             node, nxt = b[:, 0], b[:, 1]
-            u, v = self.nodes[nxt] - self.nodes[node], self.nodes[prev[node]] - self.nodes[node]
-            inner = np.arctan2(u[:, 0] * v[:, 1] - u[:, 1] * v[:, 0], (u * v).sum(-1)) % (2 * np.pi)
-            expect[node] = inner
+            du, dv = x[nxt] - x[node], x[prev[node]] - x[node]
+            expect[node] = np.arctan2(du[:, 0] * dv[:, 1] - du[:, 1] * dv[:, 0],
+                                      du[:, 0] * dv[:, 0] + du[:, 1] * dv[:, 1]) % (2 * np.pi)
         folded = np.flatnonzero(np.abs(total - expect) > 1e-6)
         if folded.size:
             i = int(folded[0])
@@ -599,35 +608,40 @@ class _Topology:
                              f"{expect[i] / np.pi:.3g}π ({folded.size} such nodes): the mesh folds over itself "
                              "there; move the misplaced nodes or remesh")
 
+    def check_connected(self):
+        from scipy.sparse.csgraph import connected_components
 
-def _check_connected(tri, n):
-    from scipy.sparse import coo_matrix
-    from scipy.sparse.csgraph import connected_components
+        n_comp, label = connected_components(self.directed, directed=False)
+        if n_comp > 1:
+            tri = self.tri
+            sizes = np.bincount(label[tri[:, 0]], minlength=n_comp)
+            small = int(np.argmin(sizes))
+            first = int(np.flatnonzero(label[tri[:, 0]] == small)[0])
+            raise ValueError(f"the mesh has {n_comp} disconnected parts (triangles per part: {sizes.tolist()}; "
+                             f"triangle {first} is in a part of {int(sizes[small])}): the forward problem needs one "
+                             "connected domain; keep the part with the electrodes or join the parts")
 
-    rows = tri[:, [0, 1, 2]].reshape(-1)
-    cols = tri[:, [1, 2, 0]].reshape(-1)
-    n_comp, label = connected_components(coo_matrix((np.ones(len(rows), np.int8), (rows, cols)), shape=(n, n)),
-                                         directed=False)
-    if n_comp > 1:
-        sizes = np.bincount(label[tri[:, 0]], minlength=n_comp)
-        small = int(np.argmin(sizes))
-        first = int(np.flatnonzero(label[tri[:, 0]] == small)[0])
-        raise ValueError(f"the mesh has {n_comp} disconnected parts (triangles per part: {sizes.tolist()}; "
-                         f"triangle {first} is in a part of {int(sizes[small])}): the forward problem needs one "
-                         "connected domain; keep the part with the electrodes or join the parts")
+    def edge_kind(self, edges) -> np.ndarray:
+        """(K,) int for undirected ``edges`` (K, 2): 0 not a mesh edge, 1 boundary edge, 2 interior edge."""
+        if len(edges) == 0:
+            return np.zeros(0, np.int64)
+        d = self.directed
+        fwd = np.asarray(d[edges[:, 0], edges[:, 1]]).reshape(-1)
+        bwd = np.asarray(d[edges[:, 1], edges[:, 0]]).reshape(-1)
+        return (fwd > 0).astype(np.int64) + (bwd > 0)
 
 
 def _check_electrode_edges(edges, edge_el, topo: _Topology, n: int):
     lo, hi = edges.min(axis=1), edges.max(axis=1)
     keys = lo * n + hi
-    pos = np.searchsorted(topo.keys, keys).clip(0, len(topo.keys) - 1)
-    is_edge = (topo.keys[pos] == keys) & (lo != hi)
+    kind = topo.edge_kind(edges)
+    is_edge = kind > 0
     if not is_edge.all():
         i = int(np.flatnonzero(~is_edge)[0])
         raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is not an edge "
                          f"of any triangle ({int(np.count_nonzero(~is_edge))} such edges): list boundary edges, "
                          "each a pair of neighbouring boundary nodes")
-    inner = topo.count[pos] != 1
+    inner = kind == 2
     if inner.any():
         i = int(np.flatnonzero(inner)[0])
         raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is an interior "
