@@ -59,8 +59,16 @@ class Mesh(ContentHashed):
             ``ref_node``); not an electrode node.
 
     Construct through the generators, :meth:`from_arrays`, :func:`from_pyeit`
-    or :func:`from_meshio`. The constructor validates and raises
-    ``ValueError`` for inverted or degenerate triangles.
+    or :func:`from_meshio`. The constructor validates everything the forward
+    model relies on and raises a ``ValueError`` naming the first offending item
+    and the fix: indices that are not whole numbers or out of range (never
+    rounded), NaN/inf coordinates, inverted or degenerate triangles, repeated
+    triangles or nodes, an edge of more than two triangles, overlapping
+    (tangled or folded) neighbours, a pinched boundary node, a second
+    disconnected part, and electrode edges that are not boundary edges, belong
+    to two electrodes or do not form one contiguous piece per electrode.
+    Nodes used by no triangle are removed with a warning (indices renumbered).
+    Validation is vectorised: about 30 ms at 20k nodes.
     """
 
     nodes: np.ndarray
