@@ -387,7 +387,6 @@ def _random_mesh_arrays(rng):
     time, one random corruption."""
     from scipy.spatial import Delaunay
 
-    theta = np.sort(rng.uniform(0, 2 * np.pi, N_BOUNDARY))
     theta = np.linspace(0, 2 * np.pi, N_BOUNDARY, endpoint=False) + rng.uniform(-0.1, 0.1, N_BOUNDARY)
     r = np.sqrt(rng.uniform(0.02, 0.75, N_INTERIOR))
     phi = rng.uniform(0, 2 * np.pi, N_INTERIOR)
@@ -435,9 +434,15 @@ def test_fuzz_random_meshes_error_or_reciprocal_voltages():
             assert len(msg) > 30 and "\n" not in msg, msg
             outcomes["error"] += 1
             continue
-        sigma = jnp.asarray(np.exp(rng.normal(0, 1.5, m.n_elements)))
+        sigma = np.exp(rng.normal(0, 1.5, m.n_elements))
         fm = ForwardModel(m, prot, contact_impedance=float(10 ** rng.uniform(-3, 0)))
-        u = np.asarray(fm.electrode_potentials(sigma))
+        if rng.random() < 0.2:  # a conductivity that is not positive and finite: a clear error
+            sigma[rng.integers(m.n_elements)] = rng.choice([0.0, -1.0, np.nan, np.inf])
+            with pytest.raises(ValueError, match="sigma"):
+                fm.electrode_potentials(jnp.asarray(sigma))
+            outcomes["error"] += 1
+            continue
+        u = np.asarray(fm.electrode_potentials(jnp.asarray(sigma)))
         assert np.isfinite(u).all()
         # reciprocity: the potential difference across drive pair q under pattern p equals the reverse
         transfer = u @ prot.currents.T
