@@ -82,6 +82,8 @@ class Mesh(ContentHashed):
         nodes = _coordinates(self.nodes)
         n = len(nodes)
         tri = _indices(self.triangles, "triangles", 3, n)
+        if len(tri) == 0:
+            raise ValueError("a mesh needs at least one triangle; give triangles as an (E, 3) array of node indices")
         edges = _indices(self.electrode_edges, "electrode_edges", 2, n)
         edge_el = _indices(self.edge_electrode, "edge_electrode", None, None)
         el_nodes = _indices(self.electrode_nodes, "electrode_nodes", None, n)
@@ -180,6 +182,8 @@ class Mesh(ContentHashed):
         """
         nodes = _coordinates(nodes, allow_3d=True)
         tri = _indices(triangles, "triangles", 3, len(nodes))
+        if len(tri) == 0:
+            raise ValueError("a mesh needs at least one triangle; give triangles as an (E, 3) array of node indices")
         if orient:
             flip = _signed_area2(nodes, tri) < 0
             if flip.any():
