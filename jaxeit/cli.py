@@ -266,7 +266,7 @@ def _os_hint(err: OSError) -> str:
     if isinstance(err, IsADirectoryError):
         return "a folder is where a file is needed"
     if isinstance(err, PermissionError):
-        return "no permission: choose a path you may write to"
+        return "no permission for this path"
     return ""
 
 
