@@ -112,7 +112,7 @@ class Mesh(ContentHashed):
         electrode whose edges are not boundary edges, are shared with another
         electrode or do not form one contiguous piece.
         """
-        nodes, tri, n = self.nodes, self.triangles, len(self.nodes)
+        nodes, tri = self.nodes, self.triangles
         area2 = _signed_area2(nodes, tri)
         scale = float(np.mean(np.ptp(nodes, axis=0))) ** 2
         bad = np.flatnonzero(area2 <= 1e-14 * scale)

@@ -270,12 +270,14 @@ FILE_CASES = {
     # name: (make a loader call, error type, key phrase); every message also names the file
     "Mesh.load truncated": (lambda p, m: _truncated_mesh(p, m), ValueError, "may be truncated"),
     "Mesh.load missing": (lambda p, m: (lambda: mesh.Mesh.load(p / "mesh.npz")), FileNotFoundError, "does not exist"),
-    "Mesh.load text file": (lambda p, m: ((p / "mesh.npz").write_text("hello"), lambda: mesh.Mesh.load(p / "mesh.npz"))[1],
-                            ValueError, "cannot read a mesh"),
-    "Mesh.load missing array": (lambda p, m: _mesh_npz(p, m, triangles=None), ValueError, "lacks the array(s) ['triangles']"),
+    "Mesh.load text file": (lambda p, m: ((p / "mesh.npz").write_text("hello"),
+                                          lambda: mesh.Mesh.load(p / "mesh.npz"))[1], ValueError, "cannot read a mesh"),
+    "Mesh.load missing array": (lambda p, m: _mesh_npz(p, m, triangles=None), ValueError,
+                                "lacks the array(s) ['triangles']"),
     "Mesh.load invalid mesh": (lambda p, m: _mesh_npz(p, m, triangles=m.triangles[:, [0, 2, 1]]), ValueError,
                                "holds an invalid mesh"),
-    "KIT4 zero current pattern": (lambda p, m: _kit4_file(p, CurrentPattern=_zero_column(_kit4_arrays()["CurrentPattern"], 3)),
+    "KIT4 zero current pattern": (lambda p, m: _kit4_file(p, CurrentPattern=_zero_column(
+                                      _kit4_arrays()["CurrentPattern"], 3)),
                                   ValueError, "CurrentPattern column 3 (0-based) is all zero"),
     "KIT4 unbalanced pattern": (lambda p, m: _kit4_file(p, CurrentPattern=np.abs(_kit4_arrays()["CurrentPattern"])),
                                 ValueError, "not zero"),
@@ -391,7 +393,8 @@ def _random_mesh_arrays(rng):
     theta = np.linspace(0, 2 * np.pi, N_BOUNDARY, endpoint=False) + rng.uniform(-0.1, 0.1, N_BOUNDARY)
     r = np.sqrt(rng.uniform(0.02, 0.75, N_INTERIOR))
     phi = rng.uniform(0, 2 * np.pi, N_INTERIOR)
-    nodes = np.vstack([np.column_stack([np.cos(theta), np.sin(theta)]), np.column_stack([r * np.cos(phi), r * np.sin(phi)])])
+    nodes = np.vstack([np.column_stack([np.cos(theta), np.sin(theta)]),
+                       np.column_stack([r * np.cos(phi), r * np.sin(phi)])])
     tri = Delaunay(nodes).simplices.astype(np.int64)
     start = rng.integers(0, 4) + 4 * np.arange(N_ELECTRODES)
     edges = np.array([[(s + j) % N_BOUNDARY, (s + j + 1) % N_BOUNDARY] for s in start for j in range(2)])
