@@ -291,6 +291,10 @@ FILE_CASES = {
     "KIT4 missing": (lambda p, m: (lambda: load_kit4(p / "datamat_x.mat")), FileNotFoundError, "not found"),
     "KTC zero injection": (lambda p, m: _ktc_files(p, {"Inj": _zero_column(_ktc_arrays()[0]["Inj"], 1)}), ValueError,
                            "Inj column 1 (0-based) is all zero"),
+    "KIT4 all-zero voltages": (lambda p, m: _kit4_file(p, Uel=np.zeros((16, 79))), ValueError,
+                               "'Uel' holds no nonzero voltage"),
+    "KTC all-zero reference": (lambda p, m: _ktc_files(p, ref_change={"Uelref": np.zeros((93, 1))}), ValueError,
+                               "'Uelref' holds no nonzero voltage"),
     "KTC fractional mesh index": (lambda p, m: _ktc_mesh_file(p, fractional=True), ValueError, "whole-number"),
 }
 

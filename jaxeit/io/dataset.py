@@ -235,3 +235,11 @@ def _check_file_patterns(path, currents_lp, meas_lk, cur_name: str, meas_name: s
         msg = str(e).replace("current pattern", f"{cur_name} column").replace("measurement vector",
                                                                            f"{meas_name} column")
         raise ValueError(f"{path}: {msg}") from None
+
+
+def _check_not_all_zero(path, key: str, values) -> None:
+    """A measured voltage array that is all zero holds no measurement (an empty or damaged file)."""
+    v = np.asarray(values)
+    if not np.any(v[np.isfinite(v)]):
+        raise ValueError(f"{path}: variable {key!r} holds no nonzero voltage: the file records no measurement; "
+                         "use a complete file of the data set")

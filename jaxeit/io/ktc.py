@@ -43,7 +43,7 @@ import numpy as np
 
 from ..mesh import Mesh
 from ..protocol import from_arrays
-from .dataset import EITDataset, _array, _check_file_patterns, _read_mat
+from .dataset import EITDataset, _array, _check_file_patterns, _check_not_all_zero, _read_mat
 
 __all__ = ["load_ktc2023", "load_ktc_truth", "load_ktc_mesh", "ktc_level_mask",
            "KTC_RADIUS", "KTC_N_ELECTRODES", "KTC_ELECTRODE_WIDTH", "KTC_LEVELS"]
@@ -102,8 +102,9 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
         FileNotFoundError: a file is missing.
         ValueError: an unreadable file, variables missing or of inconsistent
             shapes, an injection with no current, a zero ``Mpat`` column, a reference
-            recorded with other patterns, a level outside 1–7, or NaN/inf in
-            usable voltages.
+            recorded with other patterns, a level outside 1–7, NaN/inf in
+            usable voltages, or all-zero ``Uel``/``Uelref``; each message
+            names the file.
     """
     path, ref_path = Path(path), Path(ref_path)
     level = _check_level(level)
@@ -120,6 +121,8 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     ref = _read_mat(ref_path, ("Injref", "Uelref"), "KTC2023 reference")
     injref = _array(ref, "Injref", inj.shape, ref_path)
     uref = _array(ref, "Uelref", volts.shape, ref_path)
+    _check_not_all_zero(path, "Uel", volts)
+    _check_not_all_zero(ref_path, "Uelref", uref)
     if "Mpat" in ref and not np.array_equal(_array(ref, "Mpat", mpat.shape, ref_path), mpat):
         raise ValueError(f"{ref_path}: Mpat differs from that of {path}; use the reference of the same data set")
     # measured amplitudes may differ in the last digits between recordings, pairs may not
