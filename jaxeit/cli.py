@@ -6,8 +6,10 @@
     jaxeit train-prior --workdir DIR [options]     train the diffusion prior of Diff-INR
     jaxeit benchmark NAME [--quick]                run a benchmark script (writes benchmarks/results/*.md)
 
-``jaxeit <command> --help`` shows each command's options and examples. Errors
-are printed as one line (``jaxeit: error: ...``), not a traceback.
+``jaxeit <command> --help`` shows each command's options and examples. Expected
+errors (bad input files or data, bad options, an output that cannot be written)
+are printed as one line (``jaxeit: error: ...``), not a traceback, and exit with
+status 2; outputs are checked for writability before any computing.
 """
 
 from __future__ import annotations
@@ -37,6 +39,7 @@ def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0) ->
     from . import ForwardModel, grid, mesh, metrics, noise, phantoms, plot, protocol
     from .recon import reconstruct
 
+    check_writable(Path(out) / "demo.png")  # before any computing
     radius, width, z = 0.14, 0.025, 6e-3  # 28 cm tank, 2.5 cm electrodes (KIT4-like), z in Ω·m²
     fine_h, coarse_h = (0.014, 0.022) if quick else (0.007, 0.014)
     prot = protocol.adjacent(16)
@@ -162,6 +165,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     if reference is not None and not Path(reference).is_file():
         raise FileNotFoundError(f"reference file {reference} does not exist")
     target = Path(out) / f"{path.stem}_{method}.npz"
+    check_writable(target, target.with_suffix(".png"))  # before any computing
     if kind == "npz":
         _reconstruct_npz(path, target, method=method, radius=radius, n_electrodes=n_electrodes, width=width,
                          h=_NPZ_H if h is None else h, contact_impedance=contact_impedance,
@@ -196,6 +200,7 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
         if bad.any():  # checked before meshing: a NaN would otherwise surface only after the set-up
             raise ValueError(f"{path}: '{name}' has {int(bad.sum())} NaN/inf values (first at index "
                              f"{int(np.flatnonzero(bad.ravel())[0])}); remove those measurements")
+    _check_signal(path, arrays)
     m = mesh.disk(radius=radius, n_electrodes=n_electrodes, electrode_width=width, h=h)
     fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
                       electrode_model=electrode_model)
@@ -211,6 +216,73 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
     plot.compare({method: res.image}, grid=g, mask=mask, path=target.with_suffix(".png"),
                  title=f"{path.name}: {method}")
     print(res)
+
+
+def _check_signal(path, arrays):
+    """Reject voltages that hold no information: all zero, constant, or equal to the reference."""
+    import numpy as np
+
+    for name, a in arrays.items():
+        a = np.asarray(a, np.float64).ravel()
+        if a.size == 0:
+            raise ValueError(f"{path}: '{name}' is empty; save the measured voltages")
+        if not np.any(a):
+            raise ValueError(f"{path}: '{name}' is all zero: there is no signal to reconstruct from; save the "
+                             "measured voltages (V) of every measurement")
+        if np.ptp(a) == 0:
+            raise ValueError(f"{path}: '{name}' is the same value ({a[0]:g}) for every measurement, which no "
+                             "conductivity produces; check that the file holds the measured voltages")
+    if "reference" in arrays and np.array_equal(np.ravel(arrays["v"]), np.ravel(arrays["reference"])):
+        raise ValueError(f"{path}: 'v' equals 'reference', so the difference data are zero; save the target "
+                         "measurement as 'v' and the empty-tank one as 'reference'")
+
+
+def check_writable(*targets: Path) -> None:
+    """Make sure each file in ``targets`` can be written, before any computing.
+
+    Creates the missing folders (as writing would) and a temporary file beside
+    each target, then removes it. Raises ``ValueError`` naming the target.
+    """
+    import tempfile
+
+    for target in map(Path, targets):
+        if target.is_dir():
+            raise ValueError(f"cannot write {target}: a folder of that name is in the way; remove it or choose "
+                             "another --out")
+        try:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=target.parent, prefix=f".{target.name}.", suffix=".check"):
+                pass
+        except OSError as err:
+            where = err.filename if err.filename is not None else target.parent
+            hint = _os_hint(err) or "choose another --out folder"
+            raise ValueError(f"cannot write {target}: {err.strerror or err} ({where}); {hint}") from None
+
+
+def _os_hint(err: OSError) -> str:
+    """What an ``OSError`` about a path usually means, in a few words."""
+    if isinstance(err, (FileExistsError, NotADirectoryError)):
+        return "a file is where a folder is needed: give a folder path"
+    if isinstance(err, IsADirectoryError):
+        return "a folder is where a file is needed"
+    if isinstance(err, PermissionError):
+        return "no permission for this path"
+    return ""
+
+
+def error_line(err: BaseException, prog: str = "jaxeit") -> str:
+    """The one-line message of an expected error (no traceback).
+
+    An ``OSError`` names the path it concerns; when a rename from a temporary
+    file fails, that is the target (``filename2``), never the temporary file.
+    """
+    if isinstance(err, OSError) and err.filename is not None and err.strerror:
+        path = err.filename2 if getattr(err, "filename2", None) is not None else err.filename
+        hint = _os_hint(err)
+        msg = f"{err.strerror}: {path}" + (f" ({hint})" if hint else "")
+    else:
+        msg = str(err) or type(err).__name__
+    return " ".join(f"{prog}: error: {msg}".split())
 
 
 def _mesh_figure(target, mesh, values, title, extra=None):
@@ -387,7 +459,12 @@ def main(argv=None) -> int:
         # would stop at an option such as --help)
         import importlib
 
-        return int(importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:]) or 0)
+        try:
+            code = int(importlib.import_module(_DELEGATED[argv[0]]).main(argv[1:]) or 0)
+        except (ValueError, OSError) as err:  # expected errors the command did not report itself
+            print(error_line(err, f"jaxeit {argv[0]}"), file=sys.stderr)
+            return 2
+        return 2 if code == 1 else code  # an error the command reported (with 1 or 2): jaxeit exits with 2
     args = build_parser().parse_args(argv)
     try:
         if args.command == "demo":
@@ -399,8 +476,8 @@ def main(argv=None) -> int:
                              n_electrodes=args.electrodes, width=args.width, h=args.h, contact_impedance=args.z,
                              electrode_model=args.electrode_model, iterations=args.iterations,
                              reference=args.reference, level=args.level, patterns=args.patterns)
-    except (ValueError, FileNotFoundError, OSError) as err:
-        print(f"jaxeit: error: {err}".replace("\n", " "), file=sys.stderr)
+    except (ValueError, OSError) as err:
+        print(error_line(err), file=sys.stderr)
         return 2
     return 0
 

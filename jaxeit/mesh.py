@@ -20,6 +20,7 @@ import contextlib
 import dataclasses
 import math
 import os
+import warnings
 from pathlib import Path
 from typing import Callable
 
@@ -58,8 +59,16 @@ class Mesh(ContentHashed):
             ``ref_node``); not an electrode node.
 
     Construct through the generators, :meth:`from_arrays`, :func:`from_pyeit`
-    or :func:`from_meshio`. The constructor validates and raises
-    ``ValueError`` for inverted or degenerate triangles.
+    or :func:`from_meshio`. The constructor validates everything the forward
+    model relies on and raises a ``ValueError`` naming the first offending item
+    and the fix: indices that are not whole numbers or out of range (never
+    rounded), NaN/inf coordinates, inverted or degenerate triangles, repeated
+    triangles or nodes, an edge of more than two triangles, overlapping
+    (tangled or folded) neighbours, a pinched boundary node, a second
+    disconnected part, and electrode edges that are not boundary edges, belong
+    to two electrodes or do not form one contiguous piece per electrode.
+    Nodes used by no triangle are removed with a warning (indices renumbered).
+    Validation is vectorised: about 30 ms at 20k nodes.
     """
 
     nodes: np.ndarray
@@ -70,77 +79,139 @@ class Mesh(ContentHashed):
     ref_node: int = 0
 
     def __post_init__(self):
-        nodes = np.ascontiguousarray(self.nodes, dtype=np.float64)
-        tri = np.ascontiguousarray(self.triangles, dtype=np.int32)
-        edges = np.ascontiguousarray(self.electrode_edges, dtype=np.int32).reshape(-1, 2)
-        edge_el = np.ascontiguousarray(self.edge_electrode, dtype=np.int32).reshape(-1)
-        el_nodes = np.ascontiguousarray(self.electrode_nodes, dtype=np.int32).reshape(-1)
-        for name, value in [("nodes", nodes), ("triangles", tri), ("electrode_edges", edges),
-                            ("edge_electrode", edge_el), ("electrode_nodes", el_nodes)]:
+        nodes = _coordinates(self.nodes)
+        n = len(nodes)
+        tri = _indices(self.triangles, "triangles", 3, n)
+        if len(tri) == 0:
+            raise ValueError("a mesh needs at least one triangle; give triangles as an (E, 3) array of node indices")
+        edges = _indices(self.electrode_edges, "electrode_edges", 2, n)
+        edge_el = _indices(self.edge_electrode, "edge_electrode", None, None)
+        el_nodes = _indices(self.electrode_nodes, "electrode_nodes", None, n)
+        ref = _indices(np.reshape(self.ref_node, -1), "ref_node", None, n)
+        if ref.shape != (1,):
+            raise ValueError(f"ref_node must be one node index, got {self.ref_node!r}")
+        nodes, tri, edges, el_nodes, ref = _drop_unused_nodes(nodes, tri, edges, el_nodes, ref)
+        for name, value in [("nodes", nodes), ("triangles", tri.astype(np.int32)),
+                            ("electrode_edges", edges.astype(np.int32)),
+                            ("edge_electrode", edge_el.astype(np.int32)),
+                            ("electrode_nodes", el_nodes.astype(np.int32))]:
+            value = np.ascontiguousarray(value)
             value.setflags(write=False)
             object.__setattr__(self, name, value)
-        object.__setattr__(self, "ref_node", int(self.ref_node))
+        object.__setattr__(self, "ref_node", int(ref[0]))
         self._validate()
 
     # -- validation -----------------------------------------------------------------
     def _validate(self):
-        n = len(self.nodes)
-        if self.nodes.ndim != 2 or self.nodes.shape[1] != 2:
-            raise ValueError(f"nodes must have shape (N, 2), got {self.nodes.shape}")
-        if not np.all(np.isfinite(self.nodes)):
-            raise ValueError("nodes contain NaN or inf coordinates")
-        if self.triangles.ndim != 2 or self.triangles.shape[1] != 3:
-            raise ValueError(f"triangles must have shape (E, 3), got {self.triangles.shape}")
-        if self.triangles.min() < 0 or self.triangles.max() >= n:
-            raise ValueError("triangles reference node indices outside [0, N)")
-        area2 = _signed_area2(self.nodes, self.triangles)
-        scale = np.mean(np.ptp(self.nodes, axis=0)) ** 2
+        """Check the topology and geometry (vectorised numpy; ~10 ms at 20k nodes).
+
+        Raises ``ValueError`` naming the first offending item: a degenerate or
+        clockwise triangle, a repeated triangle or node, an edge shared by more
+        than two triangles, neighbouring triangles that overlap (a tangled or
+        folded mesh), a pinched boundary node, a second connected part, or an
+        electrode whose edges are not boundary edges, are shared with another
+        electrode or do not form one contiguous piece.
+        """
+        nodes, tri = self.nodes, self.triangles
+        area2 = _signed_area2(nodes, tri)
+        scale = float(np.mean(np.ptp(nodes, axis=0))) ** 2
         bad = np.flatnonzero(area2 <= 1e-14 * scale)
         if bad.size:
             raise ValueError(
-                f"mesh has {bad.size} inverted or degenerate triangles (first: {bad[:5].tolist()}); "
-                "triangles must be counter-clockwise with positive area: use "
+                f"mesh has {bad.size} inverted or degenerate triangles (first: {bad[:5].tolist()}, nodes "
+                f"{tri[bad[0]].tolist()}); triangles must be counter-clockwise with positive area: use "
                 "Mesh.from_arrays(..., orient=True) to reorient, or remesh"
             )
-        if len(self.edge_electrode) != len(self.electrode_edges):
-            raise ValueError("edge_electrode must have one entry per electrode edge")
-        n_el = len(self.electrode_nodes)
+        _check_duplicate_nodes(nodes, scale)
+        topo = _Topology(nodes, tri)
+        topo.check()
+        topo.check_connected()
+        self._validate_electrodes(topo)
+
+    def _validate_electrodes(self, topo: "_Topology"):
+        n = len(self.nodes)
+        edges, edge_el, el_nodes = self.electrode_edges, self.edge_electrode, self.electrode_nodes
+        if len(edge_el) != len(edges):
+            raise ValueError(f"edge_electrode has {len(edge_el)} entries for {len(edges)} electrode edges: "
+                             "give one electrode index per edge")
+        n_el = len(el_nodes)
         if n_el == 0:
-            raise ValueError("a mesh needs at least one electrode")
-        if len(self.edge_electrode) and (self.edge_electrode.min() < 0 or self.edge_electrode.max() >= n_el):
-            raise ValueError("edge_electrode values must lie in [0, n_electrodes)")
-        if len(self.electrode_edges) and set(np.unique(self.edge_electrode)) != set(range(n_el)):
-            missing = sorted(set(range(n_el)) - set(np.unique(self.edge_electrode)))
-            raise ValueError(f"electrodes {missing} have no boundary edges")
-        if not 0 <= self.ref_node < n:
-            raise ValueError(f"ref_node {self.ref_node} is not a node index")
-        if self.ref_node in set(self.electrode_nodes.tolist()):
-            raise ValueError("ref_node must not be an electrode node (it is grounded)")
+            raise ValueError("a mesh needs at least one electrode: give electrode_edges (CEM) or "
+                             "electrode_nodes (point electrodes)")
+        if len(edge_el) and (edge_el.min() < 0 or edge_el.max() >= n_el):
+            i = int(np.flatnonzero((edge_el < 0) | (edge_el >= n_el))[0])
+            raise ValueError(f"edge_electrode[{i}] = {int(edge_el[i])} is not an electrode index in "
+                             f"[0, {n_el}): there are {n_el} electrode nodes")
+        if len(edges):
+            present = np.bincount(edge_el, minlength=n_el) > 0
+            if not present.all():
+                raise ValueError(f"electrodes {np.flatnonzero(~present).tolist()} have no boundary edges: "
+                                 "every electrode needs at least one edge (or drop its electrode node)")
+            _check_electrode_edges(edges, edge_el, topo, n)
+        uniq, counts = np.unique(el_nodes, return_counts=True)
+        if np.any(counts > 1):
+            node = int(uniq[counts > 1][0])
+            which = np.flatnonzero(el_nodes == node).tolist()
+            raise ValueError(f"electrodes {which} share the electrode node {node}: give each electrode its own node")
+        if self.ref_node in set(el_nodes.tolist()):
+            raise ValueError(f"ref_node {self.ref_node} is an electrode node; the reference (grounded) node must "
+                             "be another node")
 
     # -- constructors ---------------------------------------------------------------
     @classmethod
     def from_arrays(cls, nodes, triangles, *, electrode_edges=None, edge_electrode=None,
                     electrode_nodes=None, ref_node=None, orient=True) -> "Mesh":
-        """Build a mesh from arrays; with ``orient=True`` clockwise triangles are flipped.
+        """Build a mesh from arrays, validated like any :class:`Mesh`.
 
-        ``electrode_nodes`` defaults to the endpoint nearest each electrode's
-        mid-point; ``ref_node`` defaults to pyEIT's rule (the first node index
-        that is not an electrode node).
+        Args:
+            nodes: (N, 2) or (N, 3) coordinates (a third column is dropped).
+            triangles: (E, 3) integer node indices (0-based). Float arrays are
+                accepted only when every entry is a whole number (never rounded).
+            electrode_edges, edge_electrode: (K, 2) boundary edges under the
+                electrodes and (K,) their electrode index (CEM meshes).
+            electrode_nodes: (L,) one node per electrode; defaults to the
+                endpoint nearest each electrode's mid-point.
+            ref_node: the grounded node of the point-electrode model; defaults to
+                pyEIT's rule (the first node index that is not an electrode node).
+            orient: flip clockwise triangles. This only fixes the order in which
+                a triangle lists its nodes: a tangled mesh, where a flipped
+                triangle overlaps its neighbours, is rejected with ``ValueError``.
+
+        Nodes used by no triangle are removed (with a warning) and the indices
+        renumbered.
         """
-        nodes = np.asarray(nodes, dtype=np.float64)[:, :2]
-        tri = np.asarray(triangles, dtype=np.int64).copy()
+        nodes = _coordinates(nodes, allow_3d=True)
+        tri = _indices(triangles, "triangles", 3, len(nodes))
+        if len(tri) == 0:
+            raise ValueError("a mesh needs at least one triangle; give triangles as an (E, 3) array of node indices")
         if orient:
             flip = _signed_area2(nodes, tri) < 0
-            tri[flip] = tri[flip][:, [0, 2, 1]]
-        edges = np.zeros((0, 2), np.int32) if electrode_edges is None else np.asarray(electrode_edges)
-        edge_el = np.zeros((0,), np.int32) if edge_electrode is None else np.asarray(edge_electrode)
+            if flip.any():
+                tri = tri.copy()
+                tri[flip] = tri[flip][:, [0, 2, 1]]
+                _Topology(nodes, tri).check(flipped=flip)
+        edges = _indices(np.zeros((0, 2), np.int64) if electrode_edges is None else electrode_edges,
+                         "electrode_edges", 2, len(nodes))
+        edge_el = _indices(np.zeros((0,), np.int64) if edge_electrode is None else edge_electrode,
+                           "edge_electrode", None, None)
+        if len(edge_el) != len(edges):
+            raise ValueError(f"edge_electrode has {len(edge_el)} entries for {len(edges)} electrode edges: "
+                             "give one electrode index per edge")
         if electrode_nodes is None:
             if len(edges) == 0:
                 raise ValueError("give electrode_edges (CEM) or electrode_nodes (point electrodes)")
+            if edge_el.min() < 0:
+                raise ValueError(f"edge_electrode values must be >= 0, got {int(edge_el.min())}")
             electrode_nodes = _electrode_centre_nodes(nodes, edges, edge_el)
-        electrode_nodes = np.asarray(electrode_nodes)
+        electrode_nodes = _indices(electrode_nodes, "electrode_nodes", None, len(nodes))
         if ref_node is None:
-            ref_node = int(np.setdiff1d(np.arange(len(electrode_nodes) + 1), electrode_nodes)[0])
+            free = np.zeros(len(nodes), bool)
+            free[tri.reshape(-1)] = True
+            free[electrode_nodes] = False
+            candidates = np.flatnonzero(free)
+            if candidates.size == 0:
+                raise ValueError("every mesh node is an electrode node: no node is left to ground (ref_node)")
+            ref_node = int(candidates[0])
         return cls(nodes, tri, edges, edge_el, electrode_nodes, ref_node)
 
     # -- geometry -------------------------------------------------------------------
@@ -231,18 +302,50 @@ class Mesh(ContentHashed):
 
     # -- conversion -----------------------------------------------------------------
     def to_meshio(self):
-        """A ``meshio.Mesh`` with triangles and electrode ``line`` cells (cell data ``electrode``)."""
+        """A ``meshio.Mesh`` that meshio writes in gmsh 2.2 / 4.1, VTU or XDMF and :func:`from_meshio` reads back.
+
+        Cells: ``triangle`` (E, 3), then one ``line`` block per electrode
+        holding its boundary edges. Cell data (int32): ``gmsh:physical``
+        (electrode k is physical group k + 1, the triangles group L + 1) and
+        ``gmsh:geometrical``. Point data: ``electrode_node`` (N,) float64, the
+        electrode whose point-electrode node this is, else -1; ``is_ref_node``
+        (N,) float64, 1 at ``ref_node``; ``gmsh:dim_tags`` (N, 2) int32, the
+        entity blocks gmsh 4.1 needs, chosen so that gmsh 4.1 keeps the node
+        order. Field data names the physical groups (``electrode_1``, …, ``domain``).
+
+        The round trips gmsh 2.2 and 4.1 (binary, meshio's default), VTU and
+        XDMF (needs h5py) give back identical arrays (tested). Data arrays are
+        reals because gmsh stores data as reals. meshio 5.3's ASCII gmsh
+        writer garbles data arrays under numpy 2: write gmsh files binary.
+        """
         import meshio
 
+        n_el = self.n_electrodes
+        domain = n_el + 1
+        lines = self.has_electrode_edges
         cells = [("triangle", self.triangles)]
-        data = {"electrode": [np.full(self.n_elements, -1, np.int32)]}
-        if self.has_electrode_edges:
-            cells.append(("line", self.electrode_edges))
-            data["electrode"].append(self.edge_electrode)
+        phys = [np.full(self.n_elements, domain, np.int32)]
+        geo = [np.full(self.n_elements, 1, np.int32)]
+        for k in range(n_el if lines else 0):
+            e = self.electrode_edges[self.edge_electrode == k]
+            cells.append(("line", e))
+            phys.append(np.full(len(e), k + 1, np.int32))
+            geo.append(np.full(len(e), k + 1, np.int32))
+        # gmsh 4.1 lists nodes entity by entity, in (dim, tag) order, and needs a node in every entity:
+        # nodes 0..L-1 stand for the L curve entities, the rest for the surface, so the order is kept
+        dim_tags = np.tile(np.array([2, 1], np.int32), (self.n_nodes, 1))
+        if lines:
+            dim_tags[:n_el] = np.column_stack([np.ones(n_el, np.int32), np.arange(1, n_el + 1, dtype=np.int32)])
+        el_node = np.full(self.n_nodes, -1.0)
+        el_node[self.electrode_nodes] = np.arange(n_el)
+        is_ref = np.zeros(self.n_nodes)
+        is_ref[self.ref_node] = 1.0
+        field = {f"electrode_{k + 1}": np.array([k + 1, 1]) for k in range(n_el if lines else 0)}
+        field["domain"] = np.array([domain, 2])
         points = np.column_stack([self.nodes, np.zeros(self.n_nodes)])
-        return meshio.Mesh(points, cells, cell_data=data,
-                           field_data={"electrode_nodes": self.electrode_nodes,
-                                       "ref_node": np.array([self.ref_node])})
+        return meshio.Mesh(points, cells, cell_data={"gmsh:physical": phys, "gmsh:geometrical": geo},
+                           field_data=field,
+                           point_data={"electrode_node": el_node, "is_ref_node": is_ref, "gmsh:dim_tags": dim_tags})
 
     def save(self, path) -> Path:
         """Write the mesh to an ``.npz`` file atomically (all arrays, exactly); reload with :meth:`load`.
@@ -262,17 +365,32 @@ class Mesh(ContentHashed):
         """Read a mesh written by :meth:`save` (validated like any other mesh).
 
         Raises:
-            ValueError: if the file is missing, unreadable or lacks a mesh array.
+            FileNotFoundError: if ``path`` does not exist.
+            ValueError: if the file is not a readable ``.npz`` (truncated,
+                corrupt, another format), lacks a mesh array, or holds an
+                invalid mesh; the message names the file.
         """
+        import zipfile
+
         path = Path(path)
+        if not path.exists():
+            raise FileNotFoundError(f"mesh file {path} does not exist; write one with Mesh.save")
+        keys = ("nodes", "triangles", "electrode_edges", "edge_electrode", "electrode_nodes", "ref_node")
         try:
-            with np.load(path) as z:
-                arrays = {k: z[k] for k in ("nodes", "triangles", "electrode_edges", "edge_electrode",
-                                            "electrode_nodes", "ref_node")}
-        except (OSError, KeyError, ValueError) as e:
-            raise ValueError(f"cannot read a mesh from {path}: {e}; write one with Mesh.save") from e
-        arrays["ref_node"] = int(arrays["ref_node"])
-        return cls(**arrays)
+            with np.load(path, allow_pickle=False) as z:
+                if not hasattr(z, "files"):
+                    raise ValueError("it holds a single array, not a mesh archive")
+                missing = [k for k in keys if k not in z.files]
+                if missing:
+                    raise ValueError(f"it lacks the array(s) {missing} (it holds {sorted(z.files)})")
+                arrays = {k: z[k] for k in keys}
+        except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:
+            raise ValueError(f"cannot read a mesh from {path}: {e} ({type(e).__name__}); the file may be "
+                             "truncated or of another kind: write it again with Mesh.save") from e
+        try:
+            return cls(**arrays)
+        except ValueError as e:
+            raise ValueError(f"{path} holds an invalid mesh: {e}") from e
 
     def with_electrode_nodes(self, electrode_nodes, ref_node=None) -> "Mesh":
         """The same mesh with other point-electrode nodes (e.g. pyEIT's ``el_pos``)."""
@@ -315,15 +433,268 @@ def cached(name: str, build: Callable[[], "Mesh"], folder=None) -> "Mesh":
 
 
 def _signed_area2(nodes: np.ndarray, tri: np.ndarray) -> np.ndarray:
-    p = nodes[tri]
-    d1, d2 = p[:, 1] - p[:, 0], p[:, 2] - p[:, 0]
-    return d1[:, 0] * d2[:, 1] - d1[:, 1] * d2[:, 0]
+    """(E,) twice the signed triangle areas (positive when counter-clockwise)."""
+    x, y = nodes[:, 0], nodes[:, 1]
+    x0, y0 = x[tri[:, 0]], y[tri[:, 0]]
+    return (x[tri[:, 1]] - x0) * (y[tri[:, 2]] - y0) - (y[tri[:, 1]] - y0) * (x[tri[:, 2]] - x0)
+
+
+# -- validation helpers (vectorised; used by Mesh.__post_init__ and Mesh.from_arrays) ----------
+
+def _coordinates(value, allow_3d: bool = False) -> np.ndarray:
+    """(N, 2) float64 finite node coordinates (a third column is dropped when ``allow_3d``)."""
+    try:
+        nodes = np.array(value, dtype=np.float64)
+    except (TypeError, ValueError) as e:
+        raise ValueError(f"nodes must be an (N, 2) array of numbers: {e}") from None
+    if nodes.ndim != 2 or nodes.shape[1] not in ((2, 3) if allow_3d else (2,)):
+        raise ValueError(f"nodes must have shape (N, 2){' or (N, 3)' if allow_3d else ''}, got {nodes.shape}")
+    nodes = np.ascontiguousarray(nodes[:, :2])
+    bad = ~np.isfinite(nodes).all(axis=1)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{int(bad.sum())} nodes have NaN or inf coordinates (first: node {i} at "
+                         f"{nodes[i].tolist()}); give finite coordinates")
+    if len(nodes) < 3:
+        raise ValueError(f"a mesh needs at least 3 nodes, got {len(nodes)}")
+    return nodes
+
+
+def _indices(value, name: str, width: int | None, n: int | None) -> np.ndarray:
+    """``value`` as an int64 index array of shape (-1, width) (or (-1,) when ``width`` is None).
+
+    Integer arrays pass; float arrays only when every entry is a whole number
+    (indices are never rounded). With ``n`` given, every index must lie in [0, n).
+    """
+    arr = np.asarray(value)
+    if arr.size == 0:
+        arr = arr.reshape(0, width) if width else arr.reshape(0)
+    if arr.dtype == bool or not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
+        raise ValueError(f"{name} must hold integer node indices, got dtype {arr.dtype}")
+    if width is not None and (arr.ndim != 2 or arr.shape[1] != width):
+        if arr.ndim == 1 and arr.size % width == 0 and name != "triangles":
+            arr = arr.reshape(-1, width)
+        else:
+            raise ValueError(f"{name} must have shape (*, {width}), got {arr.shape}")
+    if width is None:
+        arr = arr.reshape(-1)
+    if np.issubdtype(arr.dtype, np.floating):
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}{list(pos)} = {float(arr[pos])!r} is not a whole number: indices are never "
+                             f"rounded; pass integer node indices (e.g. {name}.astype(int) if they are exact)")
+    out = arr.astype(np.int64)
+    if n is not None and out.size:
+        bad = (out < 0) | (out >= n)
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{name}{list(pos)} = {int(out[pos])} is not a node index in [0, {n}) "
+                             f"({int(bad.sum())} such entries); indices are 0-based (subtract 1 from "
+                             "MATLAB-style 1-based indices)")
+    return out
+
+
+def _drop_unused_nodes(nodes, tri, edges, el_nodes, ref):
+    """Remove nodes used by no triangle (with a warning) and renumber; electrode and reference
+    nodes must be triangle vertices."""
+    used = np.zeros(len(nodes), bool)
+    used[tri.reshape(-1)] = True
+    if used.all():
+        return nodes, tri, edges, el_nodes, ref
+    for name, idx in [("electrode_edges", edges), ("electrode_nodes", el_nodes), ("ref_node", ref)]:
+        off = ~used[idx]
+        if off.any():
+            pos = tuple(int(i) for i in np.argwhere(off)[0])
+            raise ValueError(f"{name}{list(pos) if name != 'ref_node' else ''} = {int(idx[pos])} is a node of no "
+                             "triangle: electrode and reference nodes must be mesh vertices")
+    unused = np.flatnonzero(~used)
+    warnings.warn(f"mesh: removed {unused.size} node(s) used by no triangle (first: {unused[:5].tolist()}); "
+                  "node indices are renumbered (Mesh.nodes holds the kept nodes in their order)",
+                  stacklevel=3)
+    remap = np.cumsum(used) - 1
+    return nodes[used], remap[tri], remap[edges], remap[el_nodes], remap[ref]
+
+
+def _check_duplicate_triangles(tri, n):
+    """Reject repeated triangles (any node order)."""
+    st = np.sort(tri, axis=1)
+    if n < 2**21:
+        key = (st[:, 0] * n + st[:, 1]) * n + st[:, 2]
+        order = np.argsort(key, kind="stable")
+        dup = np.flatnonzero(key[order][1:] == key[order][:-1])
+    else:
+        order = np.lexsort(st.T[::-1])
+        dup = np.flatnonzero(np.all(st[order][1:] == st[order][:-1], axis=1))
+    if dup.size:
+        a, b = sorted((int(order[dup[0]]), int(order[dup[0] + 1])))
+        raise ValueError(f"triangles {a} and {b} have the same nodes {tri[a].tolist()} ({dup.size} repeated "
+                         "triangles): list each triangle once")
+
+
+def _check_duplicate_nodes(nodes, scale):
+    """Reject two nodes at the same position (within 1e-10 of the mesh size)."""
+    tol = 1e-10 * math.sqrt(scale)
+    q = np.round(nodes / tol) if tol > 0 else nodes
+    order = np.lexsort((q[:, 1], q[:, 0]))
+    qs = q[order]
+    same = np.flatnonzero((qs[1:, 0] == qs[:-1, 0]) & (qs[1:, 1] == qs[:-1, 1]))
+    if same.size:
+        a, b = sorted((int(order[same[0]]), int(order[same[0] + 1])))
+        raise ValueError(f"nodes {a} and {b} are at the same position {nodes[a].tolist()} ({same.size} repeated "
+                         f"nodes): merge them (use one index for both in the triangles)")
+
+
+class _Topology:
+    """Edges of a triangle mesh as sparse matrices (built in O(E), no sorting).
+
+    ``directed`` (N, N) CSR: entry (a, b) counts the triangles whose boundary
+    runs a → b. In a valid mesh every entry is 1, an interior edge appears
+    once each way and a boundary edge once. ``boundary`` (B, 2) directed
+    boundary edges (domain on the left).
+    """
+
+    def __init__(self, nodes, tri):
+        from scipy.sparse import csr_matrix
+
+        self.nodes, self.tri, self.n = nodes, tri, len(nodes)
+        a = tri.reshape(-1)
+        b = tri[:, [1, 2, 0]].reshape(-1)
+        self.directed = csr_matrix((np.ones(len(a), np.int32), (a, b)), shape=(self.n, self.n))
+        self.directed.sum_duplicates()
+        self.boundary = None
+
+    def check(self, flipped=None):
+        """Raise ValueError for non-manifold edges, overlapping neighbours, pinched nodes and folds."""
+        n, d = self.n, self.directed
+        if d.data.max(initial=0) > 1:
+            _check_duplicate_triangles(self.tri, n)
+            coo = d.tocoo()
+            i = int(np.flatnonzero(coo.data > 1)[0])
+            a, b = int(coo.row[i]), int(coo.col[i])
+            on = np.flatnonzero(np.isin(self.tri, [a, b]).sum(axis=1) == 2)
+            if len(on) > 2:
+                raise ValueError(f"edge ({a}, {b}) belongs to {len(on)} triangles {on[:6].tolist()}: an edge may be "
+                                 "shared by at most two triangles; remove the overlapping triangles")
+            t, u = on.tolist()
+            if flipped is not None and (flipped[t] or flipped[u]):
+                raise ValueError(
+                    f"orient=True flipped {int(np.count_nonzero(flipped))} clockwise triangles (first: "
+                    f"{np.flatnonzero(flipped)[:5].tolist()}), but the mesh is tangled, not just listed clockwise: "
+                    f"triangles {t} and {u} lie on the same side of their edge ({a}, {b}) and overlap; move the "
+                    "misplaced nodes or remesh")
+            raise ValueError(f"triangles {t} and {u} lie on the same side of their common edge ({a}, {b}) and "
+                             "overlap: the mesh is tangled; move the misplaced nodes or remesh")
+        # a directed edge whose reverse is missing is a boundary edge
+        bnd = (d - d.T).tocoo()
+        keep = bnd.data > 0
+        self.boundary = np.column_stack([bnd.row[keep], bnd.col[keep]]).astype(np.int64)
+        # each boundary node has one boundary edge in and one out (else the boundary is pinched there)
+        out_deg = np.bincount(self.boundary[:, 0], minlength=n)
+        in_deg = np.bincount(self.boundary[:, 1], minlength=n)
+        pinched = np.flatnonzero((out_deg > 1) | (in_deg > 1) | (out_deg != in_deg))
+        if pinched.size:
+            raise ValueError(f"boundary node {int(pinched[0])} joins {int(out_deg[pinched[0]])} boundary loops "
+                             f"({pinched.size} such nodes): the domain is pinched there (triangles meet only at "
+                             "a node); connect the parts through an edge or remesh")
+        # the corner angles at a node add up to 2π (interior) or to the boundary angle (else folded)
+        tri, x = self.tri, self.nodes
+        p0, p1, p2 = x[tri[:, 0]], x[tri[:, 1]], x[tri[:, 2]]
+        total = np.zeros(n)
+        for j, (c, u, v) in enumerate([(p0, p1, p2), (p1, p2, p0), (p2, p0, p1)]):
+            ux, uy, vx, vy = u[:, 0] - c[:, 0], u[:, 1] - c[:, 1], v[:, 0] - c[:, 0], v[:, 1] - c[:, 1]
+            total += np.bincount(tri[:, j], weights=np.arctan2(ux * vy - uy * vx, ux * vx + uy * vy), minlength=n)
+        expect = np.full(n, 2 * np.pi)
+        b = self.boundary
+        if len(b):
+            prev = np.empty(n, np.int64)
+            prev[b[:, 1]] = b[:, 0]
+            node, nxt = b[:, 0], b[:, 1]
+            du, dv = x[nxt] - x[node], x[prev[node]] - x[node]
+            expect[node] = np.arctan2(du[:, 0] * dv[:, 1] - du[:, 1] * dv[:, 0],
+                                      du[:, 0] * dv[:, 0] + du[:, 1] * dv[:, 1]) % (2 * np.pi)
+        folded = np.flatnonzero(np.abs(total - expect) > 1e-6)
+        if folded.size:
+            i = int(folded[0])
+            raise ValueError(f"the triangles around node {i} turn {total[i] / np.pi:.3g}π instead of "
+                             f"{expect[i] / np.pi:.3g}π ({folded.size} such nodes): the mesh folds over itself "
+                             "there; move the misplaced nodes or remesh")
+
+    def check_connected(self):
+        from scipy.sparse.csgraph import connected_components
+
+        n_comp, label = connected_components(self.directed, directed=False)
+        if n_comp > 1:
+            tri = self.tri
+            sizes = np.bincount(label[tri[:, 0]], minlength=n_comp)
+            small = int(np.argmin(sizes))
+            first = int(np.flatnonzero(label[tri[:, 0]] == small)[0])
+            raise ValueError(f"the mesh has {n_comp} disconnected parts (triangles per part: {sizes.tolist()}; "
+                             f"triangle {first} is in a part of {int(sizes[small])}): the forward problem needs one "
+                             "connected domain; keep the part with the electrodes or join the parts")
+
+    def edge_kind(self, edges) -> np.ndarray:
+        """(K,) int for undirected ``edges`` (K, 2): 0 not a mesh edge, 1 boundary edge, 2 interior edge."""
+        if len(edges) == 0:
+            return np.zeros(0, np.int64)
+        d = self.directed
+        fwd = np.asarray(d[edges[:, 0], edges[:, 1]]).reshape(-1)
+        bwd = np.asarray(d[edges[:, 1], edges[:, 0]]).reshape(-1)
+        return (fwd > 0).astype(np.int64) + (bwd > 0)
+
+
+def _check_electrode_edges(edges, edge_el, topo: _Topology, n: int):
+    lo, hi = edges.min(axis=1), edges.max(axis=1)
+    keys = lo * n + hi
+    kind = topo.edge_kind(edges)
+    is_edge = kind > 0
+    if not is_edge.all():
+        i = int(np.flatnonzero(~is_edge)[0])
+        raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is not an edge "
+                         f"of any triangle ({int(np.count_nonzero(~is_edge))} such edges): list boundary edges, "
+                         "each a pair of neighbouring boundary nodes")
+    inner = kind == 2
+    if inner.any():
+        i = int(np.flatnonzero(inner)[0])
+        raise ValueError(f"electrode_edges[{i}] = {edges[i].tolist()} (electrode {int(edge_el[i])}) is an interior "
+                         f"edge, shared by two triangles ({int(np.count_nonzero(inner))} such edges): electrodes "
+                         "lie on the boundary; list boundary edges only")
+    order = np.argsort(keys, kind="stable")
+    rep = np.flatnonzero(keys[order][1:] == keys[order][:-1])
+    if rep.size:
+        i, j = int(order[rep[0]]), int(order[rep[0] + 1])
+        a, b = int(edge_el[i]), int(edge_el[j])
+        what = (f"electrodes {a} and {b} overlap" if a != b else f"it is listed twice for electrode {a}")
+        raise ValueError(f"edge {edges[i].tolist()} is electrode_edges[{i}] and [{j}]: {what}; each boundary edge "
+                         "may belong to one electrode only")
+    # each electrode: one contiguous piece of boundary (a path, not a whole loop)
+    from scipy.sparse import coo_matrix
+    from scipy.sparse.csgraph import connected_components
+
+    ids, local = np.unique(edge_el[:, None] * np.int64(n) + edges, return_inverse=True)
+    local = local.reshape(-1, 2)
+    _, label = connected_components(coo_matrix((np.ones(len(local), np.int8), (local[:, 0], local[:, 1])),
+                                               shape=(len(ids), len(ids))), directed=False)
+    owner = ids // n
+    n_el = int(edge_el.max()) + 1
+    pieces = np.bincount(np.unique(owner * len(ids) + label) // len(ids), minlength=n_el)
+    split = np.flatnonzero(pieces > 1)
+    if split.size:
+        k = int(split[0])
+        raise ValueError(f"electrode {k} is made of {int(pieces[k])} separate pieces of boundary: each electrode must "
+                         "be one contiguous run of boundary edges; give each piece its own electrode index")
+    loop = np.flatnonzero(np.bincount(owner, minlength=n_el) == np.bincount(edge_el, minlength=n_el))
+    if loop.size:
+        k = int(loop[0])
+        raise ValueError(f"electrode {k} covers a whole boundary loop: leave a gap between the ends of an electrode")
 
 
 def _electrode_centre_nodes(nodes, edges, edge_el) -> np.ndarray:
     n_el = int(edge_el.max()) + 1
     out = np.empty(n_el, np.int64)
     for k in range(n_el):
+        if not np.any(edge_el == k):
+            raise ValueError(f"electrode {k} has no edges in electrode_edges: number electrodes 0..L-1 without gaps")
         ids = np.unique(edges[edge_el == k])
         a, b = nodes[edges[edge_el == k, 0]], nodes[edges[edge_el == k, 1]]
         w = np.linalg.norm(a - b, axis=1)
@@ -343,12 +714,30 @@ def from_pyeit(node, element, el_pos, ref_node=None) -> Mesh:
     return Mesh.from_arrays(node, element, electrode_nodes=el_pos, ref_node=ref_node, orient=True)
 
 
-def from_meshio(m) -> Mesh:
-    """Inverse of :meth:`Mesh.to_meshio` (or any meshio mesh with triangles and tagged ``line`` cells).
+#: meshio cell types that carry no mesh information for jaxeit (gmsh writes physical points as ``vertex``)
+_IGNORED_CELLS = ("vertex",)
 
-    Electrode lines are read from the ``electrode`` cell data (or ``gmsh:physical``
-    minus one). Raises ``ValueError`` if there are no triangles.
+
+def from_meshio(m) -> Mesh:
+    """A :class:`Mesh` from a ``meshio.Mesh``: the inverse of :meth:`Mesh.to_meshio`.
+
+    Reads ``triangle`` cells and the ``line`` cells of the electrodes: their
+    electrode index is the ``electrode`` cell data, else ``gmsh:physical``
+    minus one; lines tagged below 0 (or untagged) are not electrodes.
+    Point electrodes come from the point data ``electrode_node`` (or the
+    field data of older files), else the node nearest each electrode centre.
+
+    Raises:
+        ValueError: no triangles; cells of another kind (quads, second-order
+            triangles, 3D cells: the model is P1 triangles only, so they are
+            rejected rather than dropped); non-integer tags; or an invalid mesh.
     """
+    other = sorted({c.type for c in m.cells} - {"triangle", "line", *_IGNORED_CELLS})
+    if other:
+        counts = {t: sum(len(c.data) for c in m.cells if c.type == t) for t in other}
+        raise ValueError(f"meshio mesh has cells jaxeit does not support: {counts}; the forward model uses P1 "
+                         "triangles only: split them into triangles (e.g. gmsh -2 with Mesh.RecombineAll=0 or "
+                         "Mesh.SecondOrderLinear/-order 1) or remove them, rather than dropping part of the domain")
     tri = [c.data for c in m.cells if c.type == "triangle"]
     if not tri:
         raise ValueError("meshio mesh has no triangle cells")
@@ -356,18 +745,33 @@ def from_meshio(m) -> Mesh:
     key = "electrode" if "electrode" in m.cell_data else ("gmsh:physical" if "gmsh:physical" in m.cell_data else None)
     for i, c in enumerate(m.cells):
         if c.type == "line" and key is not None:
-            tag = np.asarray(m.cell_data[key][i]).reshape(-1)
+            tag = _indices(m.cell_data[key][i], f"cell_data[{key!r}] of line block {i}", None, None)
             tag = tag if key == "electrode" else tag - 1
             lines.append(c.data[tag >= 0])
             tags.append(tag[tag >= 0])
     edges = np.concatenate(lines) if lines else None
     edge_el = np.concatenate(tags) if tags else None
+    if edges is not None and len(edges) == 0:
+        edges = edge_el = None
+    pd = getattr(m, "point_data", {}) or {}
     fd = getattr(m, "field_data", {}) or {}
-    el_nodes = fd.get("electrode_nodes")
-    ref = fd.get("ref_node")
+    if "electrode_node" in pd:
+        flag = _indices(pd["electrode_node"], "point_data['electrode_node']", None, None)
+        at = np.flatnonzero(flag >= 0)
+        el_nodes = at[np.argsort(flag[at])]
+        if not np.array_equal(np.sort(flag[at]), np.arange(len(at))):
+            raise ValueError("point_data['electrode_node'] must number the electrode nodes 0..L-1 once each, got "
+                             f"{np.sort(flag[at]).tolist()[:10]}")
+    else:
+        el_nodes = fd.get("electrode_nodes")
+    if "is_ref_node" in pd:
+        ref_at = np.flatnonzero(np.asarray(pd["is_ref_node"]).reshape(-1) != 0)
+        ref = int(ref_at[0]) if ref_at.size == 1 else None
+    else:
+        ref = fd.get("ref_node")
+        ref = None if ref is None else int(np.asarray(ref).reshape(-1)[0])
     return Mesh.from_arrays(m.points[:, :2], np.concatenate(tri), electrode_edges=edges,
-                            edge_electrode=edge_el, electrode_nodes=el_nodes,
-                            ref_node=None if ref is None else int(np.asarray(ref).reshape(-1)[0]))
+                            edge_electrode=edge_el, electrode_nodes=el_nodes, ref_node=ref)
 
 
 # -----------------------------------------------------------------------------------
@@ -392,11 +796,42 @@ def _gmsh_session():
             gmsh.finalize()
 
 
+#: largest mesh a generator makes without being asked twice (about 8 GB of gmsh memory beyond it)
+_MAX_ELEMENTS = 20_000_000
+
+
+def _positive(name: str, value) -> float:
+    """``value`` as a finite positive float, else a ValueError naming ``name``."""
+    try:
+        v = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"{name} must be a positive number, got {value!r}") from None
+    if not (math.isfinite(v) and v > 0):
+        raise ValueError(f"{name} must be a positive finite number, got {value!r}")
+    return v
+
+
+def _check_generator(h, edge_refinement, offset, area: float):
+    """Check the mesh-size arguments of a generator before gmsh sees them."""
+    h = _positive("h (element size)", h)
+    _positive("edge_refinement", edge_refinement)
+    try:
+        if not math.isfinite(float(offset)):
+            raise ValueError
+    except (TypeError, ValueError):
+        raise ValueError(f"offset must be a finite angle in radians, got {offset!r}") from None
+    estimate = 2.3 * area / h**2  # equilateral triangles of side h
+    if estimate > _MAX_ELEMENTS:
+        raise ValueError(f"h={h:g} would give about {estimate:.2g} triangles on a domain of area {area:.4g}: "
+                         f"use h >= {math.sqrt(2.3 * area / _MAX_ELEMENTS):.3g} (same units as the domain)")
+
+
 def _check_electrodes(perimeter: float, n_electrodes: int, electrode_width: float):
+    if isinstance(n_electrodes, bool) or not isinstance(n_electrodes, (int, np.integer)):
+        raise ValueError(f"n_electrodes must be an integer, got {n_electrodes!r}")
     if n_electrodes < 1:
         raise ValueError(f"n_electrodes must be >= 1, got {n_electrodes}")
-    if electrode_width <= 0:
-        raise ValueError(f"electrode_width must be positive, got {electrode_width}")
+    electrode_width = _positive("electrode_width", electrode_width)
     if n_electrodes * electrode_width >= perimeter:
         raise ValueError(
             f"{n_electrodes} electrodes of width {electrode_width} overlap on a boundary of length "
@@ -425,6 +860,13 @@ def from_outline(curve: Callable[[np.ndarray], np.ndarray], *, n_electrodes: int
     """
     t = np.linspace(0.0, 1.0, n_samples + 1)
     pts = np.asarray(curve(t[:-1]), dtype=np.float64)
+    if pts.shape != (n_samples, 2) or not np.all(np.isfinite(pts)):
+        raise ValueError(f"curve(t) must return finite points of shape (len(t), 2), got shape {pts.shape}"
+                         + ("" if pts.shape != (n_samples, 2) else " with NaN/inf"))
+    area = 0.5 * float(np.sum(pts[:, 0] * np.roll(pts[:, 1], -1) - np.roll(pts[:, 0], -1) * pts[:, 1]))
+    if not area > 0:
+        raise ValueError(f"the outline encloses area {area:.4g}: give a closed counter-clockwise curve")
+    _check_generator(h, edge_refinement, offset, area)
     closed = np.vstack([pts, pts[:1]])
     seg = np.linalg.norm(np.diff(closed, axis=0), axis=1)
     s = np.concatenate([[0.0], np.cumsum(seg)])
@@ -538,8 +980,8 @@ def disk(radius: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0
     ``electrode_width`` is an arc length in the units of ``radius``; electrode
     ends are mesh vertices, with elements of size ``edge_refinement·h`` there.
     """
-    if radius <= 0:
-        raise ValueError(f"radius must be positive, got {radius}")
+    radius = _positive("radius", radius)
+    _check_generator(h, edge_refinement, offset, math.pi * radius**2)
     return from_outline(lambda t: radius * np.column_stack([np.cos(2 * np.pi * t), np.sin(2 * np.pi * t)]),
                         n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
                         edge_refinement=edge_refinement, circle_radius=radius)
@@ -549,8 +991,8 @@ def ellipse(a: float = 1.0, b: float = 0.7, n_electrodes: int = 16, electrode_wi
             h: float = 0.05, offset: float = 0.0, *, edge_refinement: float = 0.3) -> Mesh:
     """An ellipse with semi-axes ``a`` (x) and ``b`` (y); electrodes equally spaced in arc length,
     electrode 0 centred at polar angle ``offset``."""
-    if a <= 0 or b <= 0:
-        raise ValueError(f"semi-axes must be positive, got a={a}, b={b}")
+    a, b = _positive("a (semi-axis)", a), _positive("b (semi-axis)", b)
+    _check_generator(h, edge_refinement, offset, math.pi * a * b)
     return from_outline(lambda t: np.column_stack([a * np.cos(2 * np.pi * t), b * np.sin(2 * np.pi * t)]),
                         n_electrodes=n_electrodes, electrode_width=electrode_width, h=h, offset=offset,
                         edge_refinement=edge_refinement)
@@ -576,5 +1018,6 @@ def thorax_outline(t: np.ndarray, width: float = 1.0) -> np.ndarray:
 def thorax(width: float = 1.0, n_electrodes: int = 16, electrode_width: float = 0.15, h: float = 0.05,
            offset: float = math.pi / 2, *, edge_refinement: float = 0.3) -> Mesh:
     """A thorax-like outline (see :func:`thorax_outline`); electrode 0 at the sternum by default."""
+    width = _positive("width", width)
     return from_outline(lambda t: thorax_outline(t, width), n_electrodes=n_electrodes,
                         electrode_width=electrode_width, h=h, offset=offset, edge_refinement=edge_refinement)

@@ -21,7 +21,7 @@ import numpy as np
 
 from .content_hash import ContentHashed
 
-__all__ = ["Protocol", "adjacent", "opposite", "trigonometric", "from_arrays", "from_pairs"]
+__all__ = ["Protocol", "adjacent", "opposite", "trigonometric", "from_arrays", "from_pairs", "check_patterns"]
 
 
 @dataclasses.dataclass(frozen=True, eq=False)
@@ -167,6 +167,10 @@ def from_arrays(currents, measurement_pattern, *, currents_per_column: bool = Tr
 
     Each of the K measurements is taken for every pattern; voltages stack
     pattern by pattern (the column-major order of KTC2023's ``Uel``).
+
+    Raises ``ValueError`` for a pattern that injects no current, a zero
+    measurement vector, NaN/inf, or currents that do not sum to zero
+    (:func:`check_patterns`).
     """
     cur = np.asarray(currents, dtype=np.float64)
     if cur.ndim != 2:
@@ -184,7 +188,39 @@ def from_arrays(currents, measurement_pattern, *, currents_per_column: bool = Tr
     weights = mp.T if measurements_per_column else mp
     if weights.shape[1] != n_el:
         raise ValueError(f"measurement vectors have length {weights.shape[1]}, expected L={n_el}")
+    check_patterns(cur, weights)
     n_pat = cur.shape[0]
     meas = np.tile(weights, (n_pat, 1))
     pat = np.repeat(np.arange(n_pat), len(weights))
     return Protocol(cur, meas, pat)
+
+
+def check_patterns(currents, measurements) -> None:
+    """Check a data set's patterns: raise ``ValueError`` naming the first bad one.
+
+    Args:
+        currents: (P, L) injected currents, one pattern per row.
+        measurements: (K, L) measurement weight vectors, one per row.
+
+    A pattern with no current (all zeros) gives all-zero voltages and a
+    measurement vector of zeros reads nothing: both mark a damaged file or a
+    transposed array. Currents must be finite and sum to zero per pattern.
+    """
+    cur = np.asarray(currents, dtype=np.float64)
+    meas = np.asarray(measurements, dtype=np.float64)
+    for name, arr in [("current pattern", cur), ("measurement vector", meas)]:
+        bad = ~np.isfinite(arr).all(axis=1)
+        if bad.any():
+            raise ValueError(f"{name} {int(np.flatnonzero(bad)[0])} (0-based) holds NaN or inf "
+                             f"({int(bad.sum())} such); repair the file or drop that {name}")
+        zero = ~np.any(arr != 0, axis=1)
+        if zero.any():
+            what = "injects no current" if name == "current pattern" else "reads nothing"
+            raise ValueError(f"{name} {int(np.flatnonzero(zero)[0])} (0-based) is all zero: it {what} "
+                             f"({int(zero.sum())} such); drop it (select other patterns) or repair the file")
+    scale = np.abs(cur).max(axis=1)
+    unbalanced = np.abs(cur.sum(axis=1)) > 1e-9 * np.maximum(scale, 1e-300)
+    if unbalanced.any():
+        p = int(np.flatnonzero(unbalanced)[0])
+        raise ValueError(f"current pattern {p} (0-based) sums to {cur[p].sum():.4g}, not zero: the currents "
+                         "into the body must balance the currents out (check the file or its units)")

@@ -177,7 +177,7 @@ def test_kit4_errors(tmp_path):
         load_kit4(tmp_path / "nope.mat")
     junk = tmp_path / "junk.mat"
     junk.write_bytes(b"this is not a MATLAB file" * 10)
-    with pytest.raises(OSError, match="junk.mat"):
+    with pytest.raises(ValueError, match="junk.mat"):
         load_kit4(junk)
     arrays = _kit4_arrays()
     good = tmp_path / "good.mat"

@@ -177,23 +177,25 @@ def _vector(value, length: int, name: str, dtype) -> np.ndarray:
 def _read_mat(path, required, what: str) -> dict:
     """Read a MATLAB file and check that it holds the ``required`` variables.
 
-    Raises ``FileNotFoundError`` (no such file), ``OSError`` (not a readable
-    MATLAB v4–v7.2 file) or ``ValueError`` (variables missing), each naming
+    Raises ``FileNotFoundError`` (no such file) or ``ValueError`` (a folder,
+    not a readable MATLAB v4–v7.2 file, or variables missing), each naming
     the path. ``squeeze_me=False`` keeps shapes (and cell arrays) as stored.
     """
     from scipy.io import loadmat
 
     path = Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise FileNotFoundError(f"{what} file not found: {path} (check the path, or set JAXEIT_DATA)")
+    if not path.is_file():
+        raise ValueError(f"{path} is a folder, not a {what} file; give the path of the .mat file")
     try:
         data = loadmat(path, squeeze_me=False)
     except NotImplementedError as exc:  # scipy's message for v7.3 (HDF5) files
-        raise OSError(f"cannot read {path}: MATLAB v7.3 (HDF5) files are not supported; "
-                      f"re-save it with save(..., '-v7') ({exc})") from exc
-    except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError on corrupt files
-        raise OSError(f"cannot read {path} as a MATLAB .mat file ({type(exc).__name__}: {exc}); "
-                      f"is it a {what} file?") from exc
+        raise ValueError(f"cannot read {path}: MATLAB v7.3 (HDF5) files are not supported; "
+                         f"re-save it with save(..., '-v7') ({exc})") from exc
+    except Exception as exc:  # scipy raises ValueError/TypeError/MatReadError/OSError on corrupt files
+        raise ValueError(f"cannot read {path} as a MATLAB .mat file ({type(exc).__name__}: {exc}); "
+                         f"is it a {what} file, complete (not truncated)?") from exc
     present = sorted(k for k in data if not k.startswith("__"))
     missing = [k for k in required if k not in data]
     if missing:
@@ -202,7 +204,10 @@ def _read_mat(path, required, what: str) -> dict:
 
 
 def _array(data: dict, key: str, shape, path, *, dtype=np.float64) -> np.ndarray:
-    """``data[key]`` as ``dtype``, checked against ``shape`` (None entries match any size)."""
+    """``data[key]`` as ``dtype``, checked against ``shape`` (None entries match any size).
+
+    For an integer ``dtype`` the values must be whole numbers (never rounded).
+    """
     arr = np.asarray(data[key])
     if arr.dtype == object or not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
         raise ValueError(f"{path}: variable {key!r} must be a numeric array, got dtype {arr.dtype}")
@@ -210,4 +215,31 @@ def _array(data: dict, key: str, shape, path, *, dtype=np.float64) -> np.ndarray
     if not ok:
         want = "(" + ", ".join("*" if s is None else str(s) for s in shape) + ")"
         raise ValueError(f"{path}: variable {key!r} has shape {arr.shape}, expected {want}")
+    if np.issubdtype(dtype, np.integer) and not np.issubdtype(arr.dtype, np.integer):
+        bad = ~(np.isfinite(arr) & (arr == np.round(arr)))
+        if bad.any():
+            pos = tuple(int(i) for i in np.argwhere(bad)[0])
+            raise ValueError(f"{path}: variable {key!r} must hold whole-number indices, but {key}{list(pos)} = "
+                             f"{float(arr[pos])!r} ({int(bad.sum())} such entries); the file is damaged or "
+                             "not of this kind")
     return arr.astype(dtype)
+
+
+def _check_file_patterns(path, currents_lp, meas_lk, cur_name: str, meas_name: str) -> None:
+    """Check a file's (L, P) currents and (L, K) measurement columns; errors name the file and the column."""
+    from ..protocol import check_patterns
+
+    try:
+        check_patterns(np.asarray(currents_lp).T, np.asarray(meas_lk).T)
+    except ValueError as e:
+        msg = str(e).replace("current pattern", f"{cur_name} column").replace("measurement vector",
+                                                                           f"{meas_name} column")
+        raise ValueError(f"{path}: {msg}") from None
+
+
+def _check_not_all_zero(path, key: str, values) -> None:
+    """A measured voltage array that is all zero holds no measurement (an empty or damaged file)."""
+    v = np.asarray(values)
+    if not np.any(v[np.isfinite(v)]):
+        raise ValueError(f"{path}: variable {key!r} holds no nonzero voltage: the file records no measurement; "
+                         "use a complete file of the data set")

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 
 from ..protocol import from_arrays
-from .dataset import EITDataset, _array, _read_mat
+from .dataset import EITDataset, _array, _check_file_patterns, _check_not_all_zero, _read_mat
 
 __all__ = ["load_kit4", "KIT4_RADIUS", "KIT4_ELECTRODE_WIDTH", "KIT4_N_ELECTRODES", "KIT4_PATTERN_GROUPS"]
 
@@ -79,10 +79,12 @@ def load_kit4(path, reference_path=None, *, patterns: str | Sequence[int] = "adj
 
     Raises:
         FileNotFoundError: a file does not exist.
-        OSError: a file is not a readable MATLAB file.
-        ValueError: variables missing or of the wrong shape, an invalid
-            ``patterns``, a reference recorded with other patterns, or NaN/inf
-            in the selected voltages.
+        ValueError: a file that is not a readable MATLAB file, variables
+            missing or of the wrong shape, a current pattern that injects no
+            current (or does not sum to zero), a zero measurement column, an
+            invalid ``patterns``, a reference recorded with other patterns,
+            NaN/inf in the selected voltages, or a file whose Uel is all zero;
+            each message names the file.
     """
     path = Path(path)
     cols = _select(patterns)
@@ -117,6 +119,8 @@ def _read(path: Path):
     cur = _array(data, "CurrentPattern", (n, p), path)
     meas = _array(data, "MeasPattern", (n, n), path)
     volts = _array(data, "Uel", (n, p), path)
+    _check_file_patterns(path, cur, meas, "CurrentPattern", "MeasPattern")
+    _check_not_all_zero(path, "Uel", volts)
     return cur, meas, volts
 
 

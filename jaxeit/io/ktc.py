@@ -43,7 +43,7 @@ import numpy as np
 
 from ..mesh import Mesh
 from ..protocol import from_arrays
-from .dataset import EITDataset, _array, _read_mat
+from .dataset import EITDataset, _array, _check_file_patterns, _check_not_all_zero, _read_mat
 
 __all__ = ["load_ktc2023", "load_ktc_truth", "load_ktc_mesh", "ktc_level_mask",
            "KTC_RADIUS", "KTC_N_ELECTRODES", "KTC_ELECTRODE_WIDTH", "KTC_LEVELS"]
@@ -99,10 +99,12 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
         2πk/32, and name ``"<stem>_level<l>"``.
 
     Raises:
-        FileNotFoundError, OSError: a file is missing or unreadable.
-        ValueError: variables missing or of inconsistent shapes, a reference
-            recorded with other patterns, a level outside 1–7, or NaN/inf in
-            usable voltages.
+        FileNotFoundError: a file is missing.
+        ValueError: an unreadable file, variables missing or of inconsistent
+            shapes, an injection with no current, a zero ``Mpat`` column, a reference
+            recorded with other patterns, a level outside 1–7, NaN/inf in
+            usable voltages, or all-zero ``Uel``/``Uelref``; each message
+            names the file.
     """
     path, ref_path = Path(path), Path(ref_path)
     level = _check_level(level)
@@ -111,6 +113,7 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     n_el, n_inj = inj.shape
     mpat = _array(data, "Mpat", (n_el, None), path)
     n_meas = mpat.shape[1]
+    _check_file_patterns(path, inj, mpat, "Inj", "Mpat")
     volts = _array(data, "Uel", (None, None), path)
     if volts.size != n_inj * n_meas or min(volts.shape) != 1:
         raise ValueError(f"{path}: Uel has shape {volts.shape}, expected ({n_inj * n_meas}, 1) = "
@@ -118,6 +121,8 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     ref = _read_mat(ref_path, ("Injref", "Uelref"), "KTC2023 reference")
     injref = _array(ref, "Injref", inj.shape, ref_path)
     uref = _array(ref, "Uelref", volts.shape, ref_path)
+    _check_not_all_zero(path, "Uel", volts)
+    _check_not_all_zero(ref_path, "Uelref", uref)
     if "Mpat" in ref and not np.array_equal(_array(ref, "Mpat", mpat.shape, ref_path), mpat):
         raise ValueError(f"{ref_path}: Mpat differs from that of {path}; use the reference of the same data set")
     # measured amplitudes may differ in the last digits between recordings, pairs may not
@@ -146,8 +151,8 @@ def load_ktc_truth(path) -> np.ndarray:
     Classes: 0 water, 1 resistive inclusion, 2 conductive inclusion. The image
     is returned as stored (row index first, no flips).
 
-    Raises ``FileNotFoundError``/``OSError`` for a missing/unreadable file and
-    ``ValueError`` for a missing variable, another shape or values outside {0, 1, 2}.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` for an
+    unreadable file, a missing variable, another shape or values outside {0, 1, 2}.
     """
     path = Path(path)
     data = _read_mat(path, ("truth",), "KTC2023 ground truth")
@@ -169,9 +174,10 @@ def load_ktc_mesh(path) -> Mesh:
     = N) and shifted. Clockwise triangles are flipped (``orient=True``).
     Electrode l of the result is cell ``elfaces[l]``.
 
-    Raises ``FileNotFoundError``/``OSError`` for a missing/unreadable file and
-    ``ValueError`` for missing variables, bad shapes, ambiguous or
-    out-of-range indices, or electrode edges that are not boundary edges.
+    Raises ``FileNotFoundError`` for a missing file and ``ValueError`` (naming
+    the file) for an unreadable file, missing variables, bad shapes, ambiguous,
+    fractional or out-of-range indices, or any invalid mesh (electrode edges
+    that are not boundary edges, overlapping electrodes, ... see :class:`Mesh`).
     """
     path = Path(path)
     data = _read_mat(path, ("g", "H", "elfaces"), "KTC2023 mesh")
@@ -188,7 +194,7 @@ def load_ktc_mesh(path) -> Mesh:
             e = e.T  # a MATLAB 2 × n layout
         if e.ndim != 2 or e.shape[1] != 2 or e.shape[0] == 0:
             raise ValueError(f"{path}: elfaces{{{l + 1}}} has shape {e.shape}, expected (n, 2) node pairs")
-        faces.append(e.astype(np.int64))
+        faces.append(_array({"elfaces": e}, "elfaces", (None, 2), path, dtype=np.int64))
     n = len(nodes)
     lo, hi = tri.min(), tri.max()
     if lo == 0 and hi <= n - 1:
@@ -213,7 +219,10 @@ def load_ktc_mesh(path) -> Mesh:
         raise ValueError(f"{path}: {int(off.sum())} electrode edges of elfaces are not boundary edges of H "
                          f"(first: {edges[off][:3].tolist()}); the mesh or its index base is inconsistent")
     edge_el = np.concatenate([np.full(len(f), l) for l, f in enumerate(faces)])
-    return Mesh.from_arrays(nodes, tri, electrode_edges=edges, edge_electrode=edge_el, orient=True)
+    try:
+        return Mesh.from_arrays(nodes, tri, electrode_edges=edges, edge_electrode=edge_el, orient=True)
+    except ValueError as e:
+        raise ValueError(f"{path}: {e}") from e
 
 
 def _check_level(level) -> int:
