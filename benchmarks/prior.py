@@ -92,7 +92,7 @@ def sharp_vs_blurred(prior, key, n_test, batch=64):
     mask = prior.disk_mask()
     sharp = np.asarray(shapes.sample_images(key, n_test, size=n))
     blurred = blur(sharp, SHARP_BLUR_PX * n / 64)
-    blurred = np.stack([np.asarray(prior.to_prior(jnp.asarray(b), jnp.asarray(mask))) for b in blurred])
+    blurred = np.stack([np.asarray(prior.to_prior(jnp.asarray(b), jnp.asarray(mask))[0]) for b in blurred])
     rows, ok = [], True
     for t in TIMESTEPS:
         eps = np.asarray(jax.random.normal(jax.random.fold_in(key, t), sharp.shape, jnp.float32))
