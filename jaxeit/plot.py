@@ -50,7 +50,7 @@ from jaxeit.grid import Grid
 from jaxeit.mesh import Mesh
 
 __all__ = ["SIGMA_LABEL", "CONTRAST_LABEL", "KTC_CLASSES", "plot_mesh", "plot_mesh_values", "plot_image",
-           "plot_segmentation", "draw_electrodes", "add_colorbar", "unused_electrodes", "compare",
+           "plot_segmentation", "class_handles", "draw_electrodes", "add_colorbar", "unused_electrodes", "compare",
            "contrast_figure", "ktc_figure", "save_figure"]
 
 MetricSpec = Union[Sequence[str], Mapping[str, Callable]]
@@ -257,6 +257,12 @@ def plot_image(ax, image, grid: Grid | None = None, mask=None, colorbar: bool | 
     return im
 
 
+def class_handles(classes: Mapping[int, tuple] = KTC_CLASSES) -> list:
+    """Legend handles (patches) "value: name" of segmentation classes, e.g. for one ``fig.legend`` over many panels."""
+    return [Patch(facecolor=classes[v][1], edgecolor="0.3", lw=0.5, label=f"{v}: {classes[v][0]}")
+            for v in sorted(classes)]
+
+
 def plot_segmentation(ax, segmentation, *, mesh: Mesh | None = None, removed: Sequence[int] = (),
                       origin: str = "upper", legend: bool = True, classes: Mapping[int, tuple] = KTC_CLASSES):
     """Draw a class image (KTC2023: 0 water, 1 resistive, 2 conductive) in flat colours with a legend.
@@ -299,7 +305,7 @@ def plot_segmentation(ax, segmentation, *, mesh: Mesh | None = None, removed: Se
     cmap = ListedColormap([classes[v][1] for v in values]).with_extremes(bad=(0.0, 0.0, 0.0, 0.0))
     bounds = np.concatenate([[values[0] - 0.5], np.asarray(values[:-1]) + 0.5, [values[-1] + 0.5]])
     im = ax.imshow(img, cmap=cmap, norm=BoundaryNorm(bounds, len(values)), **style)
-    handles = [Patch(facecolor=classes[v][1], edgecolor="0.3", lw=0.5, label=f"{v}: {classes[v][0]}") for v in values]
+    handles = class_handles(classes)
     if mesh is not None:
         el = draw_electrodes(ax, mesh, removed=removed)
         if len(removed):
@@ -451,19 +457,22 @@ def contrast_figure(mesh: Mesh, contrast, *, title: str | None = None, removed: 
 
 
 def ktc_figure(mesh: Mesh, contrast, segmentation, *, truth=None, removed: Sequence[int] = (),
-               score: float | None = None, title: str | None = None, panel_size: float = 3.2,
+               score: float | None = None, title: str | None = None, label: str = CONTRAST_LABEL,
+               panel_size: float = 3.2,
                path: str | os.PathLike | None = None, dpi: int = 110) -> Figure:
     """KTC2023 result: [truth,] log-contrast on the mesh, segmentation; legends and a colour bar.
 
     Args:
         mesh: the tank mesh of the reconstruction (:func:`jaxeit.realdata.ktc_mesh`).
-        contrast: (E,) log(σ/σ_bg) on ``mesh``.
+        contrast: (E,) log(σ/σ_bg) on ``mesh`` (or Δσ for the organisers' baseline:
+            pass ``label="Δσ (S/m)"``).
         segmentation: (256, 256) classes 0/1/2 in the truth frame (row 0 at the top).
         truth: optional (256, 256) ground-truth classes, drawn first.
         removed: electrodes the level removes (0-based), drawn as grey crosses;
             :func:`unused_electrodes` of the data set's protocol and mask.
         score: the challenge score, shown in the segmentation's title.
         title: figure title.
+        label: the contrast's colour-bar label (default :data:`CONTRAST_LABEL`).
         path: if given, the figure is saved there (:func:`save_figure`).
 
     Returns:
@@ -477,8 +486,7 @@ def ktc_figure(mesh: Mesh, contrast, segmentation, *, truth=None, removed: Seque
         axes[0].set_title("truth", fontsize=9)
     ax = axes[-2]
     vmax = _symmetric(contrast)
-    plot_mesh_values(ax, mesh, contrast, removed=removed, cmap="RdBu_r", vmin=-vmax, vmax=vmax,
-                     label=CONTRAST_LABEL)
+    plot_mesh_values(ax, mesh, contrast, removed=removed, cmap="RdBu_r", vmin=-vmax, vmax=vmax, label=label)
     ax.set_title("reconstruction", fontsize=9)
     plot_segmentation(axes[-1], segmentation, mesh=mesh, removed=removed)
     axes[-1].set_title("segmentation" + ("" if score is None else f", score {score:.3f}"), fontsize=9)
