@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import runpy
 import sys
-import time
 from pathlib import Path
 
 __all__ = ["main"]
