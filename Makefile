@@ -1,11 +1,12 @@
 # Two entry points: `make demo` (the main job) and `make test`. Both create
 # .venv if it is missing and install the package with everything it needs.
+# `make docs` executes the notebooks (fast mode) and renders them to docs/notebooks/*.md.
 PYTHON ?= python3
 VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test install bench clean
+.PHONY: demo test docs install bench clean
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +23,9 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	MPLBACKEND=Agg $(PY) -m pytest -n 2 -q
+
+docs: $(STAMP)
+	$(PY) docs/render_notebooks.py $(DOCS_ARGS)   # DOCS_ARGS=--full: the notebooks' full sizes
 
 bench: $(STAMP)
 	MPLBACKEND=Agg $(PY) benchmarks/forward.py

@@ -53,3 +53,24 @@ def test_there_are_notebooks():
     names = {p.stem for p in NOTEBOOKS}
     assert {"01_forward_and_classical", "02_diff_inr", "03_dgm_comparison", "04_real_data"} <= names, \
         os.listdir(ROOT / "notebooks")
+
+
+def test_rendered_notebooks_are_complete_and_linked():
+    """`make docs` output: one Markdown page per notebook, linked from the README, its figures present, small."""
+    import re
+
+    docs = ROOT / "docs" / "notebooks"
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    total = 0
+    for nb in NOTEBOOKS:
+        page = docs / f"{nb.stem}.md"
+        assert page.is_file(), f"{page.name} missing: run `make docs`"
+        assert f"docs/notebooks/{nb.stem}.md" in readme, f"README does not link {page.name}"
+        text = page.read_text(encoding="utf-8")
+        images = re.findall(r"!\[[^\]]*\]\(([^)]+\.png)\)", text)
+        assert images, f"{page.name} shows no figure"
+        for name in images:
+            assert (docs / name).is_file(), f"{page.name} links {name}, which is missing"
+            total += (docs / name).stat().st_size
+        total += page.stat().st_size
+    assert total < 5e6, f"rendered notebooks take {total / 1e6:.1f} MB; keep them under 5 MB"
