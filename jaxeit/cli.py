@@ -294,29 +294,6 @@ def error_line(err: BaseException, prog: str = "jaxeit") -> str:
     return " ".join(f"{prog}: error: {msg}".split())
 
 
-def _mesh_figure(target, mesh, values, title, extra=None):
-    """PNG beside ``target``: element values on the mesh (red = conductive), optionally a second image panel."""
-    import numpy as np
-    from matplotlib.figure import Figure
-
-    from .plot import plot_mesh_values, save_figure
-
-    fig = Figure(figsize=(4.2 * (2 if extra else 1), 4.2))
-    axes = fig.subplots(1, 2 if extra else 1, squeeze=False)[0]
-    vmax = float(np.abs(values).max()) or 1.0
-    plot_mesh_values(axes[0], mesh, values, electrodes=True, cmap="RdBu_r", vmin=-vmax, vmax=vmax)
-    axes[0].set_title(title, fontsize=9)
-    if extra:
-        img, extra_title = extra
-        axes[1].imshow(img, vmin=0, vmax=2, cmap="gray")
-        axes[1].set_title(extra_title, fontsize=9)
-    for ax in axes:
-        ax.set_xticks([])
-        ax.set_yticks([])
-    fig.tight_layout()
-    save_figure(fig, target.with_suffix(".png"), dpi=110)
-
-
 def _reconstruct_kit4(path, target, *, method, h, iterations, reference, patterns):
     import numpy as np
 
@@ -345,7 +322,9 @@ def _reconstruct_kit4(path, target, *, method, h, iterations, reference, pattern
     with atomic_path(target) as tmp:
         np.savez(tmp, sigma=res.sigma, contrast=contrast, image=image, sigma_bg=cal.sigma, nodes=mesh.nodes,
                  triangles=mesh.triangles)
-    _mesh_figure(target, mesh, contrast, f"{path.name}: {method}, log σ/σ_bg ({mode})")
+    from . import plot
+
+    plot.contrast_figure(mesh, contrast, title=f"{path.name}: {method} ({mode})", path=target.with_suffix(".png"))
 
 
 def _reconstruct_ktc(path, target, *, method, h, iterations, reference, level):
@@ -369,8 +348,13 @@ def _reconstruct_ktc(path, target, *, method, h, iterations, reference, level):
     with atomic_path(target) as tmp:
         np.savez(tmp, contrast=res.contrast, image=res.image, segmentation=res.segmentation, score=res.score,
                  level=level, nodes=mesh.nodes, triangles=mesh.triangles)
-    _mesh_figure(target, mesh, res.contrast, f"{path.name}: {method}, level {level}",
-                 extra=(res.segmentation, f"segmentation{score}"))
+    from . import plot
+
+    plot.ktc_figure(mesh, res.contrast, res.segmentation, truth=truth,
+                    removed=plot.unused_electrodes(ds.protocol, ds.mask),
+                    score=None if truth is None else res.score,
+                    label="Δσ (S/m)" if method == "baseline" else plot.CONTRAST_LABEL,
+                    title=f"{path.name}: {method}, level {level}", path=target.with_suffix(".png"))
 
 
 def _run_benchmark(name: str, args: list[str]):
