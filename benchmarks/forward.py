@@ -5,16 +5,20 @@ For meshes of ~400, ~1k, ~2.3k and ~4k nodes:
 * complete electrode model on gmsh disks of similar size (pyEIT has no CEM).
 Times are medians over fresh conductivities (no cache can serve a repeat), in
 milliseconds, for all 16 adjacent patterns (208 measurements) and for the full
-(208, E) Jacobian. Writes benchmarks/results/forward.md (or forward_<device>.md
-on an accelerator).
+(208, E) Jacobian. Then the cost of the value checks (``ForwardModel(checks=True)``,
+the default) on the forward solve at ~4k nodes: back-to-back pairs, checks on vs
+off, median ratio. Writes benchmarks/results/forward.md (or forward_<device>.md
+on an accelerator). ``benchmarks/forward_limit.py`` compares the backends with
+SuperLU and CHOLMOD up to 20k (80k) nodes.
 
-    python benchmarks/forward.py [--quick] [--repeats 5]
+    python benchmarks/forward.py [--quick] [--repeats 5] [--check-pairs 21]
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 from pathlib import Path
 
 import jax
@@ -47,6 +51,32 @@ def time_jaxeit(m, model, solvers, repeats):
     return out
 
 
+def check_overhead(m, model, pairs):
+    """Median over back-to-back pairs of time(checks on) / time(checks off) for ``voltages`` (and a
+    jitted VJP, as in a training step), each pair on a fresh σ, the order alternating per pair."""
+    prot = protocol.adjacent(16)
+    on = ForwardModel(m, prot, electrode_model=model)
+    off = on.with_checks(False)
+    w = jnp.asarray(np.random.default_rng(1).standard_normal(prot.n_measurements))
+    grads = {c: jax.jit(jax.grad(lambda s, f=f: jnp.sum(w * f.voltages(s)))) for c, f in (("on", on), ("off", off))}
+    rng = np.random.default_rng(0)
+    out = {}
+    for name, fns in (("voltages", {"on": on.voltages, "off": off.voltages}), ("grad", grads)):
+        for f in fns.values():
+            jax.block_until_ready(f(jnp.ones(m.n_elements)))
+        ratios, times = [], {"on": [], "off": []}
+        for i in range(pairs):
+            sigma = jnp.asarray(1.0 + rng.random(m.n_elements))
+            for c in (("on", "off") if i % 2 == 0 else ("off", "on")):
+                t0 = time.perf_counter()
+                jax.block_until_ready(fns[c](sigma))
+                times[c].append(time.perf_counter() - t0)
+            ratios.append(times["on"][-1] / times["off"][-1])
+        out[name] = (float(np.median(times["on"])), float(np.median(times["off"])), float(np.median(ratios)),
+                     float(np.percentile(ratios, 25)), float(np.percentile(ratios, 75)))
+    return on.solver, out
+
+
 def time_pyeit(mo, repeats):
     from pyeit.eit import protocol as pp
     from pyeit.eit.fem import EITForward
@@ -62,12 +92,13 @@ def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two smallest sizes, 2 repeats (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--check-pairs", type=int, default=21, help="back-to-back pairs for the checks' cost")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
     sizes = list(PYEIT_H0)[:2] if args.quick else list(PYEIT_H0)
     repeats = 2 if args.quick else args.repeats
     on_cpu = jax.default_backend() == "cpu"
-    solvers = ["dense", "banded", "scipy", "cg"]
+    solvers = ["dense", "banded", "klu", "scipy", "cg"] if on_cpu else ["dense", "banded", "cg"]
     try:
         import pyeit.mesh as pm
     except ImportError:
@@ -95,6 +126,16 @@ def main(argv=None):
                          *[1e3 * t[s][1] for s in solvers]])
         print("cem", rows_cem[-1], flush=True)
 
+    check_rows = []
+    check_mesh = mesh.disk(h=GMSH_H[4000 if not args.quick else 1000])
+    for model in ("cem", "point"):
+        m = check_mesh if model == "cem" else check_mesh.with_electrode_nodes(None)
+        solver, res = check_overhead(m, model, 5 if args.quick else args.check_pairs)
+        for name, (t_on, t_off, ratio, q25, q75) in res.items():
+            check_rows.append([m.n_nodes, model, solver, name, 1e3 * t_off, 1e3 * t_on,
+                               f"{100 * (ratio - 1):+.1f} % ({100 * (q25 - 1):+.1f} … {100 * (q75 - 1):+.1f})"])
+        print("checks", check_rows[-2:], flush=True)
+
     dev = jax.devices()[0]
     text = machine_header("Forward model speed")
     text += ("Median wall time in ms (fresh σ each call, after compilation); 16 electrodes, adjacent drive, "
@@ -108,8 +149,17 @@ def main(argv=None):
     text += markdown_table(["nodes", "elements", *[f"{s} fwd" for s in solvers], *[f"{s} jac" for s in solvers]],
                            rows_cem)
     text += ("\n\n`solver=\"auto\"` uses dense Cholesky up to "
-             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns on a CPU and the banded (pure-XLA block Cholesky) backend above; "
+             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns on a CPU and KLU (klujax, SuiteSparse "
+             "KLU inside XLA) above; "
              f"on a GPU dense up to {jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_GPU} and CG above.\n")
+    text += ("\n## Cost of the value checks (`checks=True`, the default)\n\n"
+             f"{args.check_pairs if not args.quick else 5} back-to-back pairs (fresh σ per pair, order alternating), "
+             "`solver=\"auto\"`; `voltages` = the forward solve, `grad` = a jitted VJP of a weighted sum of the "
+             "voltages (a training step's solve). Overhead = median of the per-pair ratios − 1 (quartiles in "
+             "brackets); the machine is shared, so single pairs vary by ±10 %.\n\n")
+    text += markdown_table(["nodes", "model", "solver", "call", "checks off ms", "checks on ms", "overhead"],
+                           check_rows)
+    text += "\n"
     name = "forward.md" if on_cpu else f"forward_{dev.platform}.md"
     path = args.out or RESULTS / name
     atomic_write_text(path, text)

@@ -71,9 +71,8 @@ def _raises(fn, phrase):
     assert phrase in str(info.value), str(info.value)[-400:]
 
 
-@pytest.mark.parametrize("solver", ["dense", "klu"])
-def test_checks_survive_jit(small_disk, solver):
-    fm = ForwardModel(small_disk, protocol.adjacent(16), solver=solver)
+def test_checks_survive_jit(small_disk):
+    fm = ForwardModel(small_disk, protocol.adjacent(16))
     ones = jnp.ones(small_disk.n_elements)
     f = jax.jit(lambda model, s: model.voltages(s))
     for bad in (ones.at[3].set(-1.0), ones.at[:40].set(0.0), ones.at[3].set(jnp.nan), ones.at[3].set(jnp.inf)):
@@ -99,7 +98,7 @@ def test_grad_at_negative_sigma_raises_not_nan(small_disk):
     _raises(lambda: jax.jit(jax.grad(lambda s: jnp.sum(fm.voltages(s) ** 2)))(bad), "sigma must be positive")
 
 
-@pytest.mark.parametrize("solver", ["dense", "banded", "cg"])
+@pytest.mark.parametrize("solver", ["dense", "cg"])
 def test_singular_system_is_a_clear_error(small_disk, solver):
     """σ so small next to 1/z that the matrix is numerically singular: an error, not NaN voltages."""
     fm = ForwardModel(small_disk, protocol.adjacent(16), solver=solver)

@@ -62,6 +62,12 @@ def _electrode_fields(disc: Discretization, sigma, z, backend: str, cg_tol: floa
                         banded=disc.banded, klu=disc.klu_symbolic)
 
 
+def _check_values(sigma, z):
+    sigma = eqx.error_if(sigma, ~jnp.all(jnp.isfinite(sigma) & (sigma > 0)), _SIGMA_MSG)
+    z = eqx.error_if(z, ~jnp.all((z >= Z_RANGE[0]) & (z <= Z_RANGE[1])), _Z_MSG)
+    return sigma, z
+
+
 def _checked_fields(disc: Discretization, sigma, z, backend: str, cg_tol: float, checks: bool):
     """:func:`_electrode_fields`, with value checks that survive ``jit`` when ``checks``.
 
@@ -70,41 +76,80 @@ def _checked_fields(disc: Discretization, sigma, z, backend: str, cg_tol: float,
     singular or indefinite system). Their cost is a few reductions next to the solve.
     """
     if checks:
-        sigma = eqx.error_if(sigma, ~jnp.all(jnp.isfinite(sigma) & (sigma > 0)), _SIGMA_MSG)
-        z = eqx.error_if(z, ~jnp.all((z >= Z_RANGE[0]) & (z <= Z_RANGE[1])), _Z_MSG)
+        sigma, z = _check_values(sigma, z)
     fields = _electrode_fields(disc, sigma, z, backend, cg_tol)
     if checks:
         fields = eqx.error_if(fields, ~jnp.all(jnp.isfinite(fields)), _SINGULAR_MSG)
     return fields
 
 
+def _center(disc: Discretization, raw):
+    """The point model's potentials are relative to the reference node: ground them to Σ U = 0."""
+    if disc.electrode_model == "point":
+        raw = raw - jnp.mean(raw, axis=0, keepdims=True)
+    return raw
+
+
 def _transfer_matrix(disc: Discretization, fields):
     """(L, L) Z with U = Z I: electrode potentials for unit electrode currents, ground Σ U = 0."""
-    z = jnp.asarray(disc.electrode_rhs).T @ fields
-    if disc.electrode_model == "point":
-        z = z - jnp.mean(z, axis=0, keepdims=True)
-    return z
+    return _center(disc, jnp.asarray(disc.electrode_rhs).T @ fields)
 
 
-def _pattern_potentials(disc: Discretization, fields):
-    """(P, L) electrode potentials per current pattern from the unit-current ``fields``."""
-    return disc.currents @ _transfer_matrix(disc, fields).T
+def _measure_transfer(disc: Discretization, zmat):
+    """(M,) voltages of the protocol from the (L, L) transfer matrix."""
+    u = disc.currents @ zmat.T  # (P, L) electrode potentials per pattern
+    return jnp.sum(disc.meas_weights * u[disc.meas_pattern], axis=1)
 
 
 def measure(disc: Discretization, fields):
     """(M,) voltages of the protocol from the (n, L) unit-current ``fields``."""
-    u = _pattern_potentials(disc, fields)
-    return jnp.sum(disc.meas_weights * u[disc.meas_pattern], axis=1)
+    return _measure_transfer(disc, _transfer_matrix(disc, fields))
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
+def _raw_transfer(backend, cg_tol, n, values, rows, cols, rhs, banded, klu):
+    """(L, L) Bᵀ A⁻¹ B for the matrix with slot ``values``; B = ``rhs`` (n, L).
+
+    Its derivative is the reciprocity formula dZ = −Xᵀ dA X with X = A⁻¹B (a custom JVP): the
+    fields of the forward solve serve the derivative, so a VJP (``grad``) needs one factorisation
+    and no adjoint solve, and ``jacfwd`` no solve per tangent. Higher derivatives stay exact (X in
+    the rule is itself differentiable). ``rows``, ``cols``, ``rhs`` and the solver structures
+    are constants of the discretisation (their tangents are ignored).
+    """
+    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, banded=banded, klu=klu)
+    return rhs.T @ x
+
+
+@_raw_transfer.defjvp
+def _raw_transfer_jvp(backend, cg_tol, n, primals, tangents):
+    values, rows, cols, rhs, banded, klu = primals
+    dv = tangents[0]
+    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, banded=banded, klu=klu)
+    dz = -(x[rows] * dv[:, None]).T @ x[cols]  # −Σ_slots dA_s x[row_s] x[col_s]ᵀ
+    return rhs.T @ x, dz
+
+
+def _checked_transfer(disc: Discretization, sigma, z, backend: str, cg_tol: float, checks: bool):
+    """(L, L) transfer matrix Z(σ, z) (ground Σ U = 0), with the checks of :func:`_checked_fields`."""
+    if checks:
+        sigma, z = _check_values(sigma, z)
+    values = _matrix_values(disc, sigma, z)
+    rhs = jnp.asarray(disc.electrode_rhs, values.dtype)
+    zmat = _center(disc, _raw_transfer(backend, cg_tol, disc.n_unknowns, values, disc.rows, disc.cols, rhs,
+                                       disc.banded, disc.klu_symbolic))
+    if checks:
+        zmat = eqx.error_if(zmat, ~jnp.all(jnp.isfinite(zmat)), _SINGULAR_MSG)
+    return zmat
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol", "checks"))
 def _potentials(disc, sigma, z, backend, cg_tol, checks=True):
-    return _pattern_potentials(disc, _checked_fields(disc, sigma, z, backend, cg_tol, checks))
+    return disc.currents @ _checked_transfer(disc, sigma, z, backend, cg_tol, checks).T
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol", "checks"))
 def _voltages(disc, sigma, z, backend, cg_tol, checks=True):
-    return measure(disc, _checked_fields(disc, sigma, z, backend, cg_tol, checks))
+    return _measure_transfer(disc, _checked_transfer(disc, sigma, z, backend, cg_tol, checks))
 
 
 @functools.partial(jax.jit, static_argnames=("backend", "cg_tol", "checks"))
