@@ -11,7 +11,9 @@ off, median ratio. Writes benchmarks/results/forward.md (or forward_<device>.md
 on an accelerator). ``benchmarks/forward_limit.py`` compares the backends with
 SuperLU and CHOLMOD up to 20k (80k) nodes.
 
-    python benchmarks/forward.py [--quick] [--repeats 5] [--check-pairs 21]
+    python benchmarks/forward.py [--quick] [--repeats 5] [--check-pairs 21] [--checks-only]
+
+(``--checks-only``: only the cost of the checks, written to forward_checks.md.)
 """
 
 from __future__ import annotations
@@ -88,13 +90,45 @@ def time_pyeit(mo, repeats):
             median_time(lambda p: fwd.compute_jac(p), repeats=max(2, repeats // 2), args_for=perm))
 
 
+def checks_section(args) -> str:
+    """Markdown section: the cost of ``checks=True`` on the forward solve (and a VJP), CEM and point model."""
+    check_rows = []
+    check_mesh = mesh.disk(h=GMSH_H[4000 if not args.quick else 1000])
+    for model in ("cem", "point"):
+        m = check_mesh if model == "cem" else check_mesh.with_electrode_nodes(None)
+        solver, res = check_overhead(m, model, 5 if args.quick else args.check_pairs)
+        for name, (t_on, t_off, ratio, q25, q75) in res.items():
+            check_rows.append([m.n_nodes, model, solver, name, 1e3 * t_off, 1e3 * t_on,
+                               f"{100 * (ratio - 1):+.1f} % ({100 * (q25 - 1):+.1f} … {100 * (q75 - 1):+.1f})"])
+        print("checks", check_rows[-2:], flush=True)
+
+    text = ""
+    text += ("## Cost of the value checks (`checks=True`, the default)\n\n"
+             f"{args.check_pairs if not args.quick else 5} back-to-back pairs (fresh σ per pair, order alternating), "
+             "`solver=\"auto\"`; `voltages` = the forward solve, `grad` = a jitted VJP of a weighted sum of the "
+             "voltages (a training step's solve). Overhead = median of the per-pair ratios − 1 (quartiles in "
+             "brackets); the machine is shared, so single pairs vary by ±10 %.\n\n")
+    text += markdown_table(["nodes", "model", "solver", "call", "checks off ms", "checks on ms", "overhead"],
+                           check_rows)
+    text += "\n"
+    return text
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="two smallest sizes, 2 repeats (a smoke run)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--check-pairs", type=int, default=21, help="back-to-back pairs for the checks' cost")
+    ap.add_argument("--checks-only", action="store_true", help="only the checks' cost -> forward_checks.md")
     ap.add_argument("--out", type=Path, default=None)
     args = ap.parse_args(argv)
+    if args.checks_only:
+        text = machine_header("Cost of the forward model's value checks") + "\n" + checks_section(args)
+        path = args.out or RESULTS / "forward_checks.md"
+        atomic_write_text(path, text)
+        print(text)
+        print(f"written {path}")
+        return
     sizes = list(PYEIT_H0)[:2] if args.quick else list(PYEIT_H0)
     repeats = 2 if args.quick else args.repeats
     on_cpu = jax.default_backend() == "cpu"
@@ -126,16 +160,6 @@ def main(argv=None):
                          *[1e3 * t[s][1] for s in solvers]])
         print("cem", rows_cem[-1], flush=True)
 
-    check_rows = []
-    check_mesh = mesh.disk(h=GMSH_H[4000 if not args.quick else 1000])
-    for model in ("cem", "point"):
-        m = check_mesh if model == "cem" else check_mesh.with_electrode_nodes(None)
-        solver, res = check_overhead(m, model, 5 if args.quick else args.check_pairs)
-        for name, (t_on, t_off, ratio, q25, q75) in res.items():
-            check_rows.append([m.n_nodes, model, solver, name, 1e3 * t_off, 1e3 * t_on,
-                               f"{100 * (ratio - 1):+.1f} % ({100 * (q25 - 1):+.1f} … {100 * (q75 - 1):+.1f})"])
-        print("checks", check_rows[-2:], flush=True)
-
     dev = jax.devices()[0]
     text = machine_header("Forward model speed")
     text += ("Median wall time in ms (fresh σ each call, after compilation); 16 electrodes, adjacent drive, "
@@ -148,18 +172,11 @@ def main(argv=None):
     text += "\n\n## Complete electrode model on gmsh disks (pyEIT has no CEM)\n\n"
     text += markdown_table(["nodes", "elements", *[f"{s} fwd" for s in solvers], *[f"{s} jac" for s in solvers]],
                            rows_cem)
-    text += ("\n\n`solver=\"auto\"` uses dense Cholesky up to "
-             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns on a CPU and KLU (klujax, SuiteSparse "
-             "KLU inside XLA) above; "
-             f"on a GPU dense up to {jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_GPU} and CG above.\n")
-    text += ("\n## Cost of the value checks (`checks=True`, the default)\n\n"
-             f"{args.check_pairs if not args.quick else 5} back-to-back pairs (fresh σ per pair, order alternating), "
-             "`solver=\"auto\"`; `voltages` = the forward solve, `grad` = a jitted VJP of a weighted sum of the "
-             "voltages (a training step's solve). Overhead = median of the per-pair ratios − 1 (quartiles in "
-             "brackets); the machine is shared, so single pairs vary by ±10 %.\n\n")
-    text += markdown_table(["nodes", "model", "solver", "call", "checks off ms", "checks on ms", "overhead"],
-                           check_rows)
-    text += "\n"
+    text += ("\n\n`solver=\"auto\"` uses KLU (klujax: SuiteSparse KLU inside XLA, no host callback) at every "
+             "size on a CPU (it beat dense Cholesky at every size measured); on a GPU dense up to "
+             f"{jaxeit.forward.solvers.DENSE_MAX_UNKNOWNS_GPU} unknowns and CG above. "
+             "`benchmarks/results/forward_limit.md` compares the backends with SuperLU and CHOLMOD up to 20k nodes.\n")
+    text += "\n" + checks_section(args)
     name = "forward.md" if on_cpu else f"forward_{dev.platform}.md"
     path = args.out or RESULTS / name
     atomic_write_text(path, text)

@@ -21,7 +21,10 @@ it). CHOLMOD needs scikit-sparse 0.4.x built against the system's SuiteSparse (`
 "jaxeit[limit]"`` with libsuitesparse-dev installed); without it, its columns are skipped with a
 message. Writes benchmarks/results/forward_limit.md.
 
-    python benchmarks/forward_limit.py [--repeats 9] [--big] [--sizes 1000 4000]
+    python benchmarks/forward_limit.py [--repeats 9] [--big] [--sizes 1000 4000] [--add]
+
+(``--add`` keeps the sizes already in forward_limit.json and adds or replaces the ones run now,
+e.g. ``--sizes 80000 --add`` after the default run.)
 """
 
 from __future__ import annotations
@@ -137,7 +140,7 @@ def run_size(size: int, repeats: int) -> dict:
     analyze, skip_msg = cholmod_or_none()
     t0 = time.perf_counter()
     m_cem = mesh.disk(h=H[size])
-    result = {"size": size, "nodes": m_cem.n_nodes, "elements": m_cem.n_elements, "skip": skip_msg,
+    result = {"size": size, "repeats": repeats, "nodes": m_cem.n_nodes, "elements": m_cem.n_elements, "skip": skip_msg,
               "mesh_s": time.perf_counter() - t0, "models": {}}
     rng = np.random.default_rng(0)
     for model in ("cem", "point"):
@@ -182,7 +185,8 @@ def _ratio(times, a, b):
 def render(results: list[dict], repeats: int) -> str:
     skip = next((r["skip"] for r in results if r["skip"]), "")
     text = machine_header("Forward solves against the limit: jaxeit backends vs SuperLU and CHOLMOD")
-    text += (f"\nMedian wall time in ms over {repeats} fresh conductivities per size, each contestant once per "
+    per_size = ", ".join(f"{r['nodes']} nodes: {r.get('repeats', repeats)}" for r in results)
+    text += (f"\nMedian wall time in ms over fresh conductivities ({per_size}), each contestant once per "
              "repeat on the same σ (order rotated per repeat); ratios are medians of the per-repeat "
              "(back-to-back) ratios. 16 electrodes, adjacent drive, 208 measurements; gmsh disks, the point "
              "model on the same mesh. jaxeit times include assembly and measurement (a jitted call per "
@@ -234,6 +238,7 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 20000], choices=sorted(H))
     ap.add_argument("--big", action="store_true", help="add the ~80k-node size (several minutes more)")
+    ap.add_argument("--add", action="store_true", help="merge with the sizes already in the JSON beside --out")
     ap.add_argument("--out", type=Path, default=RESULTS / "forward_limit.md")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, JSON out
     args = ap.parse_args(argv)
@@ -247,10 +252,14 @@ def main(argv=None):
     if skip:
         print(skip, file=sys.stderr)
     results = []
+    previous = args.out.with_suffix(".json")
+    if args.add and previous.exists():
+        results = [r for r in json.loads(previous.read_text()) if r["size"] not in sizes]
     for size in sizes:
         out = subprocess.run([sys.executable, __file__, "--one", str(size), "--repeats", str(args.repeats)],
                              stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
+    results.sort(key=lambda r: r["size"])
     atomic_write_text(args.out.with_suffix(".json"), json.dumps(results, indent=1))
     text = render(results, args.repeats)
     atomic_write_text(args.out, text)

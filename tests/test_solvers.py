@@ -37,13 +37,12 @@ def test_backend_matches_dense_to_1e10(disk8, getkey, backend, model):
         assert np.abs(got - ref).max() <= 1e-10 * scale, (name, np.abs(got - ref).max() / scale)
 
 
-def test_auto_is_klu_above_the_dense_size_on_cpu(small_disk):
+def test_auto_is_klu_on_cpu(small_disk, disk8):
     if jax.default_backend() != "cpu":
         pytest.skip("the CPU default")
-    big = ForwardModel(small_disk, protocol.adjacent(16))
-    assert small_disk.n_nodes > solvers.DENSE_MAX_UNKNOWNS_CPU and big.solver == "klu"
-    tiny = mesh.disk(h=0.3, n_electrodes=8, electrode_width=0.3, edge_refinement=1.0)
-    assert ForwardModel(tiny, protocol.adjacent(8)).solver == "dense"
+    assert ForwardModel(small_disk, protocol.adjacent(16)).solver == "klu"
+    assert ForwardModel(disk8, protocol.adjacent(8), electrode_model="point").solver == "klu"
+    assert solvers.resolve_backend("auto", 10**6) == "klu"
 
 
 def test_klu_symbolic_once_per_pattern(small_disk):

@@ -19,7 +19,7 @@ Backends (all float64):
              made once per sparsity pattern (:func:`klu_symbolic`, kept with the
              model's :class:`~jaxeit.forward.assembly.Discretization`), each
              call is one numeric factorisation and the solves of all its
-             right-hand sides. CPU only; the CPU default above the dense size.
+             right-hand sides. CPU only; the CPU default.
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
              on the host through ``jax.pure_callback``; the factor of the last
              few matrices is cached (keyed by the matrix bytes), so the adjoint
@@ -33,8 +33,8 @@ Backends (all float64):
              accurate to ``cg_tol``.
 
 ``"auto"`` picks ``"dense"`` on accelerators up to ``DENSE_MAX_UNKNOWNS_GPU``
-unknowns and ``"cg"`` above; on a CPU ``"dense"`` up to
-``DENSE_MAX_UNKNOWNS_CPU`` and ``"klu"`` above (crossovers measured by
+unknowns and ``"cg"`` above; on a CPU ``"klu"`` at every size (``"dense"`` up to
+``DENSE_MAX_UNKNOWNS_CPU`` = 0 unknowns: KLU was faster at every size measured; crossovers measured by
 ``benchmarks/forward.py`` on a CPU and ``benchmarks/gpu/forward_scaling.py`` on an H200: dense
 Cholesky time grows ~n^1.8 there and CG ~n^0.75, crossing near 8k unknowns).
 ``"scipy"`` is a host callback, so ``"auto"`` never picks it.
@@ -44,7 +44,7 @@ splits a backend's time into assembly, factorisation, solves and measurement.
 
 The matrix must be symmetric positive definite: a singular or indefinite one
 (σ ≤ 0, a z out of range, a mesh with a floating part) makes every backend
-return NaN or garbage, which :class:`~jaxeit.forward.ForwardModel` turns into a
+return NaN or garbage (KLU: a factorisation error), which :class:`~jaxeit.forward.ForwardModel` turns into a
 clear error (its ``checks``).
 """
 
@@ -64,7 +64,10 @@ from .banded import banded_factor, banded_solve
 __all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv", "klu_symbolic"]
 
 BACKENDS = ("dense", "banded", "klu", "scipy", "cg")
-DENSE_MAX_UNKNOWNS_CPU = 400
+#: on a CPU KLU beats dense Cholesky at every size measured (68 nodes: 0.08 vs 0.11 ms per forward
+#: solve; 261–994 unknowns: dense 10–800x slower on the shared 2-core machine), so "auto" never
+#: picks dense there
+DENSE_MAX_UNKNOWNS_CPU = 0
 DENSE_MAX_UNKNOWNS_GPU = 8000   # H200: dense 14 ms vs CG 17 ms at 6.8k nodes, 100 vs 36 ms at 19.7k
 
 
