@@ -13,13 +13,19 @@ Backends (all float64):
              and for small meshes; O(n³) so slow on a CPU beyond ~2k unknowns.
 ``"banded"`` block-tridiagonal Cholesky after reverse Cuthill–McKee ordering,
              electrode unknowns by a Schur complement (:mod:`.banded`); pure
-             XLA, O(n·w²) for bandwidth w; runs on any device.
+             XLA, O(n·w²) for bandwidth w; runs on any device, but no longer
+             the fastest anywhere measured (CPU: ``"klu"``; GPU: ``"dense"``
+             then ``"cg"``), so ``"auto"`` never picks it.
 ``"klu"``    SuiteSparse KLU sparse LU through ``klujax`` (an XLA custom call on
              the CPU, no host callback): the symbolic analysis (AMD ordering) is
              made once per sparsity pattern (:func:`klu_symbolic`, kept with the
              model's :class:`~jaxeit.forward.assembly.Discretization`), each
              call is one numeric factorisation and the solves of all its
-             right-hand sides. CPU only; the CPU default.
+             right-hand sides. CPU only; the CPU default. Forward solve vs
+             CHOLMOD (refactorisation + 16 solves, same matrix, same run):
+             ×0.95–0.99 at 4k nodes, ×2.2–2.3 at 20k (KLU is a
+             non-supernodal LU); vs ``"banded"``: 2–3× faster at 1k–4k (CEM),
+             20–55× at 20k (``benchmarks/results/forward_limit.md``).
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
              on the host through ``jax.pure_callback``; the factor of the last
              few matrices is cached (keyed by the matrix bytes), so the adjoint
@@ -107,12 +113,12 @@ def _dense_solve(chol, b):
 def _klujax():
     """The ``klujax`` module. Importing it sets ``jax_platform_name`` to ``"cpu"`` (and x64 on); the
     platform setting is put back, so that importing it does not move other work off an accelerator."""
+    import importlib
     import sys
 
     if "klujax" not in sys.modules:
         previous = jax.config.read("jax_platform_name")
-        import klujax  # noqa: F401
-
+        importlib.import_module("klujax")
         jax.config.update("jax_platform_name", previous)
     return sys.modules["klujax"]
 
