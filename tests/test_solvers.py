@@ -56,6 +56,25 @@ def test_klu_symbolic_once_per_pattern(small_disk):
     assert ForwardModel(small_disk, protocol.adjacent(16), solver="dense").disc.klu_symbolic is None
 
 
+def test_klu_model_survives_pickling_to_another_process(small_disk, tmp_path):
+    """The symbolic handle is a host address: an unpickled model (here in a new process) makes its own."""
+    import pickle
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    fm = ForwardModel(small_disk, protocol.adjacent(16), solver="klu")
+    sigma = np.linspace(0.5, 2.0, small_disk.n_elements)
+    path = tmp_path / "model.pkl"
+    path.write_bytes(pickle.dumps((fm, sigma)))
+    script = ("import pickle, sys, numpy as np; fm, s = pickle.load(open(sys.argv[1], 'rb')); "
+              "np.save(sys.argv[2], np.asarray(fm.voltages(s)))")
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[1]), "PATH": "/usr/bin:/bin"}
+    subprocess.run([sys.executable, "-c", script, str(path), str(tmp_path / "v.npy")], check=True, env=env,
+                   timeout=300)
+    np.testing.assert_allclose(np.load(tmp_path / "v.npy"), fm.voltages(sigma), rtol=1e-12)
+
+
 def test_importing_klujax_keeps_the_platform_setting(small_disk):
     before = jax.config.read("jax_platform_name")
     ForwardModel(small_disk, protocol.adjacent(16), solver="klu")

@@ -263,6 +263,15 @@ class ForwardModel:
         obj.disc, obj.contact_impedance = children
         return obj
 
+    def __setstate__(self, state):
+        """Unpickling: KLU's symbolic handle is a host address of the process that made it, so it is
+        made again here (from the cache, or by a new analysis in another process)."""
+        self.__dict__.update(state)
+        d = self.disc
+        if d.klu_symbolic is not None:
+            handle = klu_symbolic(np.asarray(d.rows), np.asarray(d.cols), d.n_unknowns)
+            self.disc = dataclasses.replace(d, klu_symbolic=jnp.asarray(handle))
+
     # -- sizes ------------------------------------------------------------------------
     @property
     def n_elements(self) -> int:
