@@ -186,7 +186,8 @@ def _ratio(times, a, b):
 def render(results: list[dict], repeats: int) -> str:
     skip = next((r["skip"] for r in results if r["skip"]), "")
     text = machine_header("Forward solves against the limit: jaxeit backends vs SuperLU and CHOLMOD")
-    per_size = ", ".join(f"{r['nodes']} nodes: {r.get('repeats', repeats)}" for r in results)
+    per_size = ", ".join(f"{r['nodes']} nodes: {len(next(iter(r['models']['cem']['times'].values())))}"
+                         for r in results)
     commands = "".join(f"- {r['nodes']} nodes: `{r['command']}`\n" for r in results if r.get("command"))
     if commands:
         text += "- runs per size:\n" + commands
