@@ -23,7 +23,7 @@ Backends (all float64):
              call is one numeric factorisation and the solves of all its
              right-hand sides. CPU only; the CPU default. Forward solve vs
              CHOLMOD (refactorisation + 16 solves, same matrix, same run):
-             ×0.95–0.99 at 4k nodes, ×2.2–2.3 at 20k (KLU is a
+             ×0.95–0.99 at 4k nodes, ×2.2–2.3 at 20k, ×3–9 at 80k (KLU is a
              non-supernodal LU); vs ``"banded"``: 2–3× faster at 1k–4k (CEM),
              20–55× at 20k (``benchmarks/results/forward_limit.md``).
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
