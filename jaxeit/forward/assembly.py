@@ -56,7 +56,10 @@ class Discretization:
         meas_grouped (P, K, L) the measurement vectors grouped by pattern (K the
         most of any pattern, zero-padded) and meas_slot (M,) the row of each
         measurement in meas_grouped.reshape(P·K, L), for a batched Jacobian;
-        banded: the block structure used by the ``"banded"`` solver.
+        banded: the block structure used by the ``"banded"`` solver;
+        klu_symbolic: () uint64 handle of KLU's symbolic analysis of the pattern
+        (:func:`~jaxeit.forward.solvers.klu_symbolic`, added by a model that uses the
+        ``"klu"`` solver; None otherwise).
     Static: n_nodes, n_unknowns, n_electrodes, electrode_model.
     """
 
@@ -78,6 +81,7 @@ class Discretization:
     meas_grouped: np.ndarray
     meas_slot: np.ndarray
     banded: BandedStructure
+    klu_symbolic: np.ndarray | None = None
     n_nodes: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_unknowns: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_electrodes: int = dataclasses.field(metadata=dict(static=True), default=0)

@@ -13,7 +13,19 @@ Backends (all float64):
              and for small meshes; O(n³) so slow on a CPU beyond ~2k unknowns.
 ``"banded"`` block-tridiagonal Cholesky after reverse Cuthill–McKee ordering,
              electrode unknowns by a Schur complement (:mod:`.banded`); pure
-             XLA, O(n·w²) for bandwidth w; the CPU default.
+             XLA, O(n·w²) for bandwidth w; runs on any device, but no longer
+             the fastest anywhere measured (CPU: ``"klu"``; GPU: ``"dense"``
+             then ``"cg"``), so ``"auto"`` never picks it.
+``"klu"``    SuiteSparse KLU sparse LU through ``klujax`` (an XLA custom call on
+             the CPU, no host callback): the symbolic analysis (AMD ordering) is
+             made once per sparsity pattern (:func:`klu_symbolic`, kept with the
+             model's :class:`~jaxeit.forward.assembly.Discretization`), each
+             call is one numeric factorisation and the solves of all its
+             right-hand sides. CPU only; the CPU default. Forward solve vs
+             CHOLMOD (refactorisation + 16 solves, same matrix, same run):
+             ×0.95–0.99 at 4k nodes, ×2.2–2.3 at 20k, ×3–9 at 80k (KLU is a
+             non-supernodal LU); vs ``"banded"``: 2–3× faster at 1k–4k (CEM),
+             20–55× at 20k (``benchmarks/results/forward_limit.md``).
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
              on the host through ``jax.pure_callback``; the factor of the last
              few matrices is cached (keyed by the matrix bytes), so the adjoint
@@ -27,16 +39,19 @@ Backends (all float64):
              accurate to ``cg_tol``.
 
 ``"auto"`` picks ``"dense"`` on accelerators up to ``DENSE_MAX_UNKNOWNS_GPU``
-unknowns and ``"cg"`` above; on a CPU ``"dense"`` up to
-``DENSE_MAX_UNKNOWNS_CPU`` and ``"banded"`` above (crossovers measured by
+unknowns and ``"cg"`` above; on a CPU ``"klu"`` at every size (``"dense"`` up to
+``DENSE_MAX_UNKNOWNS_CPU`` = 0 unknowns: KLU was faster at every size measured; crossovers measured by
 ``benchmarks/forward.py`` on a CPU and ``benchmarks/gpu/forward_scaling.py`` on an H200: dense
 Cholesky time grows ~n^1.8 there and CG ~n^0.75, crossing near 8k unknowns).
-On a CPU the host sparse LU is faster than ``"banded"`` from ~5k nodes (CEM,
-a new σ per call: 55 vs 78 ms at 6.8k nodes, 252 vs 577 ms at 19.7k) but it is
-a host callback, so ``"auto"`` never picks it: pass ``solver="scipy"`` for large
-meshes on a CPU. ``benchmarks/gpu/profile_hot_paths.py`` splits each backend's
-time into assembly, factorisation, solves and measurement (the banded
-factorisation is 65–91 % of a forward solve).
+``"scipy"`` is a host callback, so ``"auto"`` never picks it.
+``benchmarks/forward_limit.py`` measures every backend against scipy's SuperLU
+and CHOLMOD on the same matrices; ``benchmarks/gpu/profile_hot_paths.py``
+splits a backend's time into assembly, factorisation, solves and measurement.
+
+The matrix must be symmetric positive definite: a singular or indefinite one
+(σ ≤ 0, a z out of range, a mesh with a floating part) makes every backend
+return NaN or garbage (KLU: a factorisation error), which :class:`~jaxeit.forward.ForwardModel` turns into a
+clear error (its ``checks``).
 """
 
 from __future__ import annotations
@@ -52,10 +67,13 @@ from jax import lax
 
 from .banded import banded_factor, banded_solve
 
-__all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv"]
+__all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv", "klu_symbolic"]
 
-BACKENDS = ("dense", "banded", "scipy", "cg")
-DENSE_MAX_UNKNOWNS_CPU = 400
+BACKENDS = ("dense", "banded", "klu", "scipy", "cg")
+#: on a CPU KLU beats dense Cholesky at every size measured (68 nodes: 0.08 vs 0.11 ms per forward
+#: solve; 261–994 unknowns: dense 10–800x slower on the shared 2-core machine), so "auto" never
+#: picks dense there
+DENSE_MAX_UNKNOWNS_CPU = 0
 DENSE_MAX_UNKNOWNS_GPU = 8000   # H200: dense 14 ms vs CG 17 ms at 6.8k nodes, 100 vs 36 ms at 19.7k
 
 
@@ -63,10 +81,13 @@ def resolve_backend(solver: str, n_unknowns: int) -> str:
     """The backend name that ``solver`` (a backend or ``"auto"``) means for this size and device."""
     if solver == "auto":
         if jax.default_backend() == "cpu":
-            return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_CPU else "banded"
+            return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_CPU else "klu"
         return "dense" if n_unknowns <= DENSE_MAX_UNKNOWNS_GPU else "cg"
     if solver not in BACKENDS:
         raise ValueError(f"solver must be 'auto' or one of {BACKENDS}, got {solver!r}")
+    if solver == "klu" and jax.default_backend() != "cpu":
+        raise ValueError(f"solver='klu' runs on the CPU only (default device here: {jax.default_backend()}); "
+                         "use 'auto', 'dense' or 'cg' on an accelerator")
     return solver
 
 
@@ -85,6 +106,57 @@ def _dense_factor(values, rows, cols, n):
 
 def _dense_solve(chol, b):
     return jax.scipy.linalg.cho_solve((chol, True), b)
+
+
+# -- klu (SuiteSparse KLU through klujax) -------------------------------------------
+
+def _klujax():
+    """The ``klujax`` module. Importing it sets ``jax_platform_name`` to ``"cpu"`` (and x64 on); the
+    platform setting is put back, so that importing it does not move other work off an accelerator."""
+    import importlib
+    import sys
+
+    if "klujax" not in sys.modules:
+        previous = jax.config.read("jax_platform_name")
+        importlib.import_module("klujax")
+        jax.config.update("jax_platform_name", previous)
+    return sys.modules["klujax"]
+
+
+#: KLU symbolic analyses by sparsity pattern; they live as long as the process, because a
+#: handle may be held by any number of models and compiled programs (O(n) memory each)
+_KLU_SYMBOLIC: dict = {}
+_KLU_LOCK = threading.Lock()
+
+
+def klu_symbolic(rows, cols, n: int):
+    """() uint64 handle of KLU's symbolic analysis (AMD ordering) of the pattern (``rows``, ``cols``).
+
+    Made once per pattern and process (cached), passed to jitted code as an array argument, so
+    meshes of the same size share compiled programs. The handle is a host address: it is
+    valid in this process only (do not save it).
+    """
+    rows, cols = np.asarray(rows, np.int32), np.asarray(cols, np.int32)
+    key = (int(n), rows.shape[0], rows.tobytes(), cols.tobytes())
+    with _KLU_LOCK:
+        if key not in _KLU_SYMBOLIC:
+            _KLU_SYMBOLIC[key] = _klujax().analyze(rows, cols, int(n))
+        return np.asarray(_KLU_SYMBOLIC[key].raw, np.uint64)
+
+
+def _klu_solve(values, rows, cols, b, handle):
+    """x = A⁻¹b by one KLU numeric factorisation (on the kept symbolic analysis) and the solves of all
+    columns of b. The pattern is already sorted by (row, col), as KLU's custom call needs, so its
+    primitive is bound directly: ``klujax.solve_with_symbol`` would sort it again at every call
+    (a 20 % longer forward solve at 14k nodes)."""
+    klujax = _klujax()
+    prim = getattr(klujax, "solve_with_symbol_f64", None)
+    if prim is None:  # another klujax version: its public (sorting) entry point
+        return klujax.solve_with_symbol(rows, cols, values, b, handle)
+    b2 = b.reshape(b.shape[0], -1)
+    x = prim.bind(rows.astype(jnp.int32), cols.astype(jnp.int32), values.astype(jnp.float64)[None],
+                  b2.astype(jnp.float64)[None], handle.astype(jnp.uint64))
+    return x[0].reshape(b.shape)
 
 
 # -- scipy (host) -------------------------------------------------------------------
@@ -214,7 +286,7 @@ def _cg_solve(values, rows, cols, b, n, tol, maxiter):
 # -- the differentiable solve -------------------------------------------------------
 
 def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float = 1e-12,
-                 cg_maxiter: int | None = None, banded=None):
+                 cg_maxiter: int | None = None, banded=None, klu=None):
     """Solve A x = b for the SPD matrix with ``values`` at (``rows``, ``cols``).
 
     Args:
@@ -225,6 +297,7 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
         backend: one of :data:`BACKENDS` (already resolved, not ``"auto"``).
         banded: the :class:`~jaxeit.forward.banded.BandedStructure` of the pattern
             (needed by the ``"banded"`` backend).
+        klu: the () uint64 :func:`klu_symbolic` handle of the pattern (needed by ``"klu"``).
 
     Returns:
         x with the shape of ``b``, float64.
@@ -238,6 +311,10 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
             raise ValueError("the banded backend needs the pattern's BandedStructure")
         factor = banded_factor(fixed, banded)
         solve = lambda _, r: banded_solve(factor, r, banded)  # noqa: E731
+    elif backend == "klu":
+        if klu is None:
+            raise ValueError("the klu backend needs the pattern's symbolic analysis (klu_symbolic)")
+        solve = lambda _, r: _klu_solve(fixed, rows, cols, r, klu)  # noqa: E731
     elif backend == "scipy":
         solve = lambda _, r: _scipy_solve(fixed, rows, cols, r, n)  # noqa: E731
     elif backend == "cg":
