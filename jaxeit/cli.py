@@ -15,6 +15,7 @@ status 2; outputs are checked for writability before any computing.
 from __future__ import annotations
 
 import argparse
+import os
 import runpy
 import sys
 from pathlib import Path
@@ -392,7 +393,9 @@ Writes <out>/<stem>_<method>.npz (conductivity and image) and <out>/<stem>_<meth
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="jaxeit", description="JAX-native differentiable EIT.",
+    ap = argparse.ArgumentParser(prog="jaxeit", description="JAX-native differentiable EIT. Compiled programs are "
+                                 "cached on disk (~/.cache/jaxeit/xla, or $JAXEIT_CACHE_DIR) so a second run does "
+                                 "not compile again; --no-compile-cache (or JAXEIT_COMPILE_CACHE=0) turns it off.",
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     sub = ap.add_subparsers(dest="command", required=True, metavar="{demo,simulate,reconstruct,train-prior,benchmark}")
     raw = argparse.RawDescriptionHelpFormatter
@@ -447,8 +450,25 @@ def build_parser() -> argparse.ArgumentParser:
 _DELEGATED = {"simulate": "jaxeit.data", "train-prior": "jaxeit.priors.train"}
 
 
+def _use_compilation_cache(argv: list) -> list:
+    """Turn on the persistent compilation cache (:mod:`jaxeit.compilation_cache`) unless
+    ``--no-compile-cache`` is on the command line or ``JAXEIT_COMPILE_CACHE=0``; returns ``argv``
+    without the flag. A second run then loads the compiled programs instead of compiling them."""
+    off = "--no-compile-cache" in argv or os.environ.get("JAXEIT_COMPILE_CACHE", "1") == "0"
+    argv = [a for a in argv if a != "--no-compile-cache"]
+    if not off:
+        from . import compilation_cache
+
+        try:
+            compilation_cache.enable()
+        except ValueError as err:   # an unwritable cache folder must not stop the command
+            print(f"jaxeit: compilation cache off: {err}", file=sys.stderr)
+    return argv
+
+
 def main(argv=None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
+    argv = _use_compilation_cache(argv)
     if argv and argv[0] in _DELEGATED:
         # the whole rest, --help included, goes to the command's own parser (argparse's REMAINDER
         # would stop at an option such as --help)

@@ -1,11 +1,15 @@
 """Shared fixtures: float64 on, small meshes built once per session, data location."""
 
+import os
 from pathlib import Path
 
 import jax
 import pytest
 
 jax.config.update("jax_enable_x64", True)
+# the command line turns on the persistent compilation cache; tests stay hermetic without it
+# (tests/test_cli.py and tests/test_forward_compilation_cache.py turn it on in a folder of their own)
+os.environ.setdefault("JAXEIT_COMPILE_CACHE", "0")
 
 import jaxeit  # noqa: E402
 import jaxeit.io  # noqa: E402

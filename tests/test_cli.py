@@ -144,3 +144,20 @@ def test_train_prior_error_is_one_line(tmp_path, capsys):
     assert cli.main(["train-prior", "--workdir", str(tmp_path), "--export-only", "--export", "x"]) != 0
     err = capsys.readouterr().err.strip()
     assert "error" in err and "\n" not in err and "Traceback" not in err
+
+
+def test_cli_turns_on_the_compilation_cache_unless_told_not_to(tmp_path, monkeypatch):
+    import jax
+
+    from jaxeit import compilation_cache
+
+    monkeypatch.setenv("JAXEIT_CACHE_DIR", str(tmp_path / "xla"))
+    monkeypatch.setenv("JAXEIT_COMPILE_CACHE", "1")
+    try:
+        assert cli._use_compilation_cache(["demo", "--no-compile-cache"]) == ["demo"]
+        assert compilation_cache.enabled_dir() is None
+        assert cli._use_compilation_cache(["demo", "--quick"]) == ["demo", "--quick"]
+        assert compilation_cache.enabled_dir() == (tmp_path / "xla").resolve()
+    finally:
+        compilation_cache.disable()
+    assert not jax.config.jax_enable_compilation_cache or compilation_cache.enabled_dir() is None
