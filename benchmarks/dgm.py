@@ -455,9 +455,9 @@ def measure_throughput(sizes=(64, 128), n: int = 256, n_iterative: int = 4) -> l
         sim(np.arange(2 * 10**6, 2 * 10**6 + n))
         rows.append(("linearised GN (default)", size, n / (time.perf_counter() - t0)))
     v = sim(np.arange(3 * 10**6, 3 * 10**6 + 64))["voltages"]
-    sim.gn.iterative(v[:1], iterations=5)                        # compile
+    sim.gn.iterative(v[:1], max_iter=5)                        # compile
     t0 = time.perf_counter()
-    sim.gn.iterative(v[1:1 + n_iterative], iterations=5)
+    sim.gn.iterative(v[1:1 + n_iterative], max_iter=5)
     rows.append(("iterative GN, 5 iterations: GN alone", "-", n_iterative / (time.perf_counter() - t0)))
     return rows
 

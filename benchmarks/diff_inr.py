@@ -39,7 +39,7 @@ from _common import RESULTS, machine_header, markdown_table  # noqa: E402
 from inr import R, WIDTH, Z, image_of, mean_std, scores, tank_problem  # noqa: E402
 
 from jaxeit import ForwardModel, grid, mesh, metrics, noise, phantoms, plot  # noqa: E402
-from jaxeit.diffinr import timestep_analysis  # noqa: E402
+from jaxeit.recon.diffinr import timestep_analysis  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.priors import load_pretrained  # noqa: E402
 from jaxeit.priors.shapes import sample_conductivity  # noqa: E402
@@ -73,7 +73,7 @@ def run_methods(methods, inv, v, g, key):
 
 def time_per_iteration(model, v, prior, iterations):
     """(ms per Diff-INR iteration, s for a whole reconstruction of ``iterations``), compiled."""
-    run = lambda n: reconstruct(model, v, "diff-inr", prior=prior, iterations=n, chunk=50)  # noqa: E731
+    run = lambda n: reconstruct(model, v, "diff-inr", prior=prior, max_iter=n, chunk=50)  # noqa: E731
     run(50)  # compile
     t0 = time.perf_counter()
     run(50)
@@ -104,9 +104,9 @@ def main(argv=None):
     prot, fine, coarse, fwd, inv, g, mask = tank_problem()
     m = jnp.asarray(mask)
     fig_metrics = {"SSIM": lambda x, r: metrics.ssim(x, r, mask=m), "PSNR": lambda x, r: metrics.psnr(x, r, mask=m)}
-    methods = {"TV": ("tv", {}), "INR": ("inr", dict(iterations=iters)),
-               "INR+TV": ("inr+tv", dict(iterations=iters)),
-               "Diff-INR": ("diff-inr", dict(iterations=iters, prior=prior))}
+    methods = {"TV": ("tv", {}), "INR": ("inr", dict(max_iter=iters)),
+               "INR+TV": ("inr+tv", dict(max_iter=iters)),
+               "Diff-INR": ("diff-inr", dict(max_iter=iters, prior=prior))}
 
     # 1. thorax at three SNRs
     phantom = phantoms.thorax(R)
@@ -121,7 +121,7 @@ def main(argv=None):
             thorax[snr][name].append(scores(img, truth, mask, bg))
         if snr == 50.0 and seed == 0:
             thorax_images = {name: img for name, (img, _) in out.items()}
-            diff_inr_50 = reconstruct(inv, v, "diff-inr", iterations=iters, prior=prior, key=jax.random.PRNGKey(0))
+            diff_inr_50 = reconstruct(inv, v, "diff-inr", max_iter=iters, prior=prior, key=jax.random.PRNGKey(0))
         tqdm.write(f"thorax {snr:g} dB seed {seed}: " +
                    ", ".join(f"{n} {thorax[snr][n][-1]['SSIM']:.3f}" for n in methods))
     plot.compare(thorax_images, truth=truth, grid=g, mask=mask, path=args.out.with_name("diff_inr_thorax.png"),
@@ -153,7 +153,7 @@ def main(argv=None):
         vals = []
         for seed in seeds[:3]:
             v = noise.add_noise(v_clean, 50.0, jax.random.PRNGKey(1000 + seed))
-            res = reconstruct(inv, v, "diff-inr", iterations=iters, prior=prior, key=jax.random.PRNGKey(seed),
+            res = reconstruct(inv, v, "diff-inr", max_iter=iters, prior=prior, key=jax.random.PRNGKey(seed),
                               **opts)
             vals.append(scores(image_of(res, inv, g), truth, mask, res.background)["SSIM"])
         steps_rows.append([label, mean_std(vals)])
