@@ -20,7 +20,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_BENCHMARKS = ("forward", "classical", "inr", "diff_inr", "dgm", "real_data", "prior", "gpu/forward_scaling",
+_BENCHMARKS = ("forward", "classical", "greit", "inr", "diff_inr", "dgm", "real_data", "prior", "gpu/forward_scaling",
                "gpu/diffinr_step", "gpu/training_throughput", "gpu/datagen")
 
 

@@ -104,7 +104,8 @@ _NET = dict(n_features=8, width=8, depth=1, chunk=2, max_iter=4)
 #: small settings per method, so the whole registry runs in seconds (a method missing here runs its defaults)
 QUICK = {"gn": dict(max_iter=2), "lm": dict(max_iter=2), "tv": dict(max_iter=2), "tv-log": dict(max_iter=2),
          "gn-gaussian": dict(max_iter=2, corrlength=0.5, variance=0.1), "inr": dict(_NET, grid_size=8),
-         "inr+tv": dict(_NET, grid_size=8), "diff-inr": dict(_NET, prior=TinyPrior())}
+         "inr+tv": dict(_NET, grid_size=8), "diff-inr": dict(_NET, prior=TinyPrior()),
+         "greit": dict(n_targets=40, target_radius=0.2, grid_size=8)}
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ import numpy as np
 from ..forward import ForwardModel
 from .driver import CONTINUE, CONVERGED, LINE_SEARCH_FAILED, iterate, line_search_status
 from .linear import PRIORS, LinearGN, prior_matrix, smoothness_prior
-from .method import Method, sigma_start
+from .method import Iterative, Method, sigma_start
 from .operators import element_adjacency
 from .result import Result
 
@@ -183,20 +183,17 @@ def gauss_newton(model: ForwardModel, v, *, sigma0=None, alpha: float = 10.0, pr
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GaussNewton(Method):
+class GaussNewton(Iterative):
     """Iterative regularised Gauss–Newton on log σ with a line search (absolute imaging); see :func:`gauss_newton`."""
 
     name = "gn"
     description = "iterative regularised Gauss–Newton on log σ with line search (absolute)"
     _positive = ("alpha", "tol")
-    _counts = ("max_iter",)
 
     alpha: float = 10.0
     prior: str = "laplace"
     max_iter: int = 15
     tol: float = 1e-4
-    sigma0: float | np.ndarray | None = None
-    progress: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -266,7 +263,7 @@ def _tv_iteration(state, model, v, pairs, lengths, alpha_tv, floor, v_norm, tol,
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TV(Method):
+class TV(Iterative):
     """Absolute total-variation reconstruction by the primal–dual interior point method.
 
     Minimises ½‖F(σ) − v‖² + α·TV(σ), TV(σ) = Σ over interior edges of
@@ -280,7 +277,6 @@ class TV(Method):
     name = "tv"
     description = "total variation by the primal–dual interior point method (absolute)"
     _positive = ("alpha", "beta0", "beta_min", "beta_factor", "tol")
-    _counts = ("max_iter",)
 
     alpha: float = 1e-4
     max_iter: int = 30
@@ -288,8 +284,6 @@ class TV(Method):
     beta_min: float = 1e-8
     beta_factor: float = 0.3
     tol: float = 1e-5
-    sigma0: float | np.ndarray | None = None
-    progress: bool = False
 
     def __post_init__(self):
         super().__post_init__()
@@ -388,7 +382,7 @@ def _tv_log_iteration(state, model, v, pairs, lengths, alpha, beta, v_norm, tol,
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class TVLog(Method):
+class TVLog(Iterative):
     """Total-variation reconstruction of log σ by lagged-diffusivity Gauss–Newton.
 
     Minimises ½‖F(e^s) − v‖² + α Σ_k l_k √((s_a − s_b)² + β) over s = log σ
@@ -410,15 +404,12 @@ class TVLog(Method):
     name = "tv-log"
     description = "total variation of log σ by lagged-diffusivity Gauss–Newton (absolute)"
     _positive = ("alpha", "beta", "tol")
-    _counts = ("max_iter",)
 
     alpha: float = 1e-2
     beta: float = 1e-4
     max_iter: int = 12
     tol: float = 1e-4
     s_bounds: tuple = (-7.0, 7.0)
-    sigma0: float | np.ndarray | None = None
-    progress: bool = False
 
     def run(self, model, v, reference=None) -> Result:
         t0 = time.perf_counter()
@@ -474,7 +465,7 @@ def _gn_map_iteration(state, model, v, sigma_bg, prec, drift, v_norm, tol):
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
-class GNGaussian(Method):
+class GNGaussian(Iterative):
     """MAP estimate with a Gaussian smoothness prior on the log-contrast, by Gauss–Newton.
 
     σ = σ0·exp(s + c) with s ~ N(0, Γ) (Γ of :func:`jaxeit.recon.linear.smoothness_prior`
@@ -490,7 +481,6 @@ class GNGaussian(Method):
     name = "gn-gaussian"
     description = "MAP Gauss–Newton on log σ with a Gaussian smoothness prior and a free uniform drift (absolute)"
     _positive = ("corrlength", "variance", "tol")
-    _counts = ("max_iter",)
 
     corrlength: float = 0.115
     variance: float = 0.05 ** 2
@@ -498,8 +488,6 @@ class GNGaussian(Method):
     drift: bool = True
     max_iter: int = 6
     tol: float = 1e-4
-    sigma0: float | None = None
-    progress: bool = False
 
     def __post_init__(self):
         super().__post_init__()

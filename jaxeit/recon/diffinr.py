@@ -170,7 +170,7 @@ def timestep_analysis(result: Result, prior, ts=(50, 150, 300, 500, 800), *, key
     inr, frame = result.extras["inr"], result.extras["frame"]
     n = prior.image_size
     centre, scale = frame
-    g = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, n, n)
+    g = Grid.square(scale, n, centre=centre)
     grid_mask = result.extras.get("mask")
     if grid_mask is None or np.shape(grid_mask) != (n, n):  # fitted on another grid: use the inscribed disk
         grid_mask = np.hypot(*np.meshgrid(g.x - centre[0], g.y - centre[1])) < scale

@@ -32,7 +32,7 @@ import numpy as np
 
 from .driver import check_max_iter
 
-__all__ = ["Method", "option_names", "sigma_start"]
+__all__ = ["Method", "Iterative", "option_names", "sigma_start"]
 
 
 def option_names(cls) -> list[str]:
@@ -106,6 +106,17 @@ class Method:
     def run(self, model, v, reference=None):
         """Reconstruct from checked voltages ``v`` (M,) float64; returns a Result."""
         raise NotImplementedError(f"{type(self).__name__} must implement run(model, v, reference)")
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Iterative(Method):
+    """Options every iterative method shares: the start ``sigma0`` and a ``progress`` bar (with its
+    own ``max_iter`` field, checked as an iteration count)."""
+
+    _counts: ClassVar[tuple] = ("max_iter",)
+
+    sigma0: float | np.ndarray | None = None
+    progress: bool = False
 
 
 def sigma_start(model, v, sigma0, fit) -> tuple[float, jax.Array]:

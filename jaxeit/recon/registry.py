@@ -18,6 +18,7 @@ from ..forward import ForwardModel
 from ..grid import mesh_to_grid_elements
 from .classical import TV, BackProjection, GaussNewton, GNGaussian, LevenbergMarquardt, OneStep, TVLog
 from .diffinr import DiffINR
+from .greit import GREIT
 from .inr.fit import INRTV, INRFit, render
 from .method import Method
 from .result import Result
@@ -26,7 +27,7 @@ __all__ = ["METHODS", "reconstruct", "resolve", "describe"]
 
 #: name → options class of every reconstruction method
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
-    OneStep, GaussNewton, LevenbergMarquardt, TV, BackProjection, TVLog, GNGaussian, INRFit, INRTV, DiffINR)}
+    OneStep, GaussNewton, LevenbergMarquardt, TV, BackProjection, TVLog, GNGaussian, INRFit, INRTV, DiffINR, GREIT)}
 
 
 def describe() -> dict[str, str]:

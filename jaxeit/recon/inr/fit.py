@@ -98,7 +98,7 @@ class Problem:
 def domain_grid(mesh, size: int) -> Grid:
     """The (size × size) grid over the mesh's normalised frame [-1, 1]² (centre ± scale): the regularisers' grid."""
     centre, scale = domain_frame(mesh)
-    return Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, size, size)
+    return Grid.square(scale, size, centre=centre)
 
 
 def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None, *,
