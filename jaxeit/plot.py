@@ -17,6 +17,7 @@ import matplotlib.tri as mtri
 import numpy as np
 from matplotlib.figure import Figure
 
+from jaxeit import metrics as jm
 from jaxeit.grid import Grid
 from jaxeit.mesh import Mesh
 
@@ -129,8 +130,6 @@ def _metric_functions(metrics: MetricSpec | None) -> dict[str, Callable]:
         return {}
     if isinstance(metrics, Mapping):
         return dict(metrics)
-    from jaxeit import metrics as jm
-
     out = {}
     for name in metrics:
         fn = getattr(jm, name, None)

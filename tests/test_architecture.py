@@ -4,7 +4,10 @@ Every ``import``/``from`` statement of every module under ``jaxeit/`` is read
 from its syntax tree, function-local (lazy) imports included, and resolved to
 the top-level part of the package it names (``jaxeit.recon.inr.fit`` →
 ``recon``). An import of a higher layer fails the test with the offending
-file and line.
+file and line, and so does a function-local import of another part of the
+package (a hidden dependency; only the command line defers its imports, to
+start fast, and the utilities of the lowest layer, which import nothing of
+the package, may be imported anywhere).
 """
 
 import ast
@@ -31,6 +34,15 @@ RANK = {part: i for i, layer in enumerate(LAYERS) for part in layer}
 def _part(module_file: Path) -> str:
     rel = module_file.relative_to(ROOT)
     return rel.parts[0].removesuffix(".py")
+
+
+def _function_local_lines(tree: ast.AST) -> set[int]:
+    """Line numbers of the import statements inside functions."""
+    lines = set()
+    for fn in ast.walk(tree):
+        if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            lines |= {n.lineno for n in ast.walk(fn) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    return lines
 
 
 def _imported_parts(tree: ast.AST, module_file: Path):
@@ -67,12 +79,17 @@ def _violations():
         if f.parent == ROOT and f.name == "__init__.py":
             continue  # the package's public face re-exports from every layer
         own = _part(f)
-        for line, part in _imported_parts(ast.parse(f.read_text(), str(f)), f):
+        tree = ast.parse(f.read_text(), str(f))
+        lazy = _function_local_lines(tree)
+        for line, part in _imported_parts(tree, f):
             if part not in RANK or own not in RANK:
                 unknown.add(part if part not in RANK else own)
                 continue
             if RANK[part] > RANK[own]:
                 out.append(f"{f.relative_to(ROOT.parent)}:{line} ({own}) imports {part}, a layer above it")
+            elif line in lazy and part != own and own != "cli" and RANK[part] > 0:
+                out.append(f"{f.relative_to(ROOT.parent)}:{line} ({own}) imports {part} inside a function: "
+                           "move it to the top of the module")
     return out, unknown
 
 
@@ -85,7 +102,7 @@ def test_every_part_of_the_package_has_a_layer():
 def test_no_upward_imports():
     bad, unknown = _violations()
     assert not unknown, f"imports of parts without a layer: {sorted(unknown)}"
-    assert not bad, "upward imports:\n" + "\n".join(bad)
+    assert not bad, "upward or lazy cross-layer imports:\n" + "\n".join(bad)
 
 
 @pytest.mark.parametrize("source, part", [
