@@ -40,7 +40,7 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from ..grid import Grid, domain_mask, elements_to_nodes, grid_to_mesh, mesh_to_grid_nodes
+from ..grid import Grid, elements_to_nodes, grid_to_mesh, mesh_to_grid_nodes
 from ..io.dataset import EITDataset
 from ..io.ktc import KTC_RADIUS
 from ..mesh import Mesh

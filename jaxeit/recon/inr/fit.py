@@ -25,7 +25,6 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
 from ...forward import ForwardModel
 from ...grid import Grid, domain_mask
