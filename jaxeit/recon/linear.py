@@ -127,15 +127,15 @@ class LinearGN:
 
     @classmethod
     def build(cls, model: ForwardModel, *, background=1.0, param: str = "log", prior="noser",
-              alpha: float | None = 3.0, lam: float | None = None, p: float = 0.2, weights=None) -> "LinearGN":
+              alpha: float | None = None, lam: float | None = None, p: float = 0.2, weights=None) -> "LinearGN":
         """Linearise ``model`` at σ₀ = ``background`` and form H (one dense E × E solve, once).
 
         Args:
             background: σ₀ > 0, a float or (E,) array.
             param: "log" (step in s = log σ) or "linear" (step in σ).
             prior: a name of :data:`PRIORS` or an (E, E) matrix R.
-            alpha: dimensionless weight, λ = alpha · mean diag(JᵀWJ) / mean diag(R).
-            lam: absolute λ instead of ``alpha`` (give one of the two).
+            alpha: dimensionless weight, λ = alpha · mean diag(JᵀWJ) / mean diag(R) (default 3).
+            lam: absolute λ instead of ``alpha`` (give at most one of the two).
             weights: (M,) positive diagonal W (1/noise variance), default identity.
         """
         if param not in ("log", "linear"):
@@ -145,8 +145,10 @@ class LinearGN:
             raise ValueError(f"background must be a float or ({model.n_elements},), got shape {bg.shape}")
         if not (np.all(np.isfinite(bg)) and np.all(bg > 0)):
             raise ValueError(f"background must be positive and finite, got {background}")
-        if (alpha is None) == (lam is None):
-            raise ValueError("give exactly one of alpha (dimensionless) and lam (absolute)")
+        if alpha is not None and lam is not None:
+            raise ValueError("give alpha (dimensionless) or lam (absolute), not both")
+        if alpha is None and lam is None:
+            alpha = 3.0
         weight = alpha if lam is None else lam
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"{'alpha' if lam is None else 'lam'} must be positive and finite, got {weight}")
