@@ -111,18 +111,19 @@ class Calibration:
 
 
 def _residual(theta, args):
-    """F(e^θ₀·1, e^θ₁…) − v with log z projected onto its bounds; ``args`` = (model, v, per_electrode flag)."""
-    model, v, per_electrode = args
+    """(F(e^θ₀·1, e^θ₁…) − v)/‖v‖ (dimensionless, so the tolerances are relative) with log z projected onto
+    its bounds; ``args`` = (model, v, ‖v‖, per_electrode flag)."""
+    model, v, v_norm, per_electrode = args
     t = jnp.concatenate([theta[:1], jnp.clip(theta[1:], *_LOG_Z_BOUNDS)])
     z = jnp.exp(t[1:]) if per_electrode else jnp.exp(t[1])
-    return model.voltages(jnp.exp(t[0]) * jnp.ones(model.n_elements), z) - v
+    return (model.voltages(jnp.exp(t[0]) * jnp.ones(model.n_elements), z) - v) / v_norm
 
 
 @functools.partial(jax.jit, static_argnames=("per_electrode", "max_steps"))
 def _levenberg_marquardt(model: ForwardModel, theta0, v, tol, *, per_electrode: bool, max_steps: int):
-    solver = optx.LevenbergMarquardt(rtol=tol, atol=tol * 1e-3)
-    sol = optx.least_squares(_residual, solver, theta0, args=(model, v, per_electrode), max_steps=max_steps,
-                             throw=False)
+    solver = optx.LevenbergMarquardt(rtol=tol, atol=tol)
+    sol = optx.least_squares(_residual, solver, theta0, args=(model, v, jnp.linalg.norm(v), per_electrode),
+                             max_steps=max_steps, throw=False)
     theta = jnp.concatenate([sol.value[:1], jnp.clip(sol.value[1:], *_LOG_Z_BOUNDS)])
     return theta, sol.stats["num_steps"], sol.result == optx.RESULTS.successful
 
@@ -162,7 +163,8 @@ def calibrate(model: ForwardModel, v, *, per_electrode: bool = False, sigma0: fl
             With ``per_electrode`` a scalar calibration is run first unless
             both are given.
         max_iter: Levenberg–Marquardt steps at most.
-        tol: relative tolerance on the parameters and the residual (optimistix's ``rtol``).
+        tol: relative and absolute tolerance of the steps in θ and in the relative residual
+            (optimistix's ``rtol`` and ``atol``).
         electrode_width: w for the scan (default: the mean electrode length of the mesh).
 
     Returns:
@@ -188,15 +190,15 @@ def calibrate(model: ForwardModel, v, *, per_electrode: bool = False, sigma0: fl
     theta = jnp.concatenate([jnp.log(jnp.atleast_1d(jnp.asarray(sigma0, jnp.float64))),
                              jnp.log(jnp.atleast_1d(jnp.asarray(z0, jnp.float64)))])
     vnorm = float(jnp.linalg.norm(v))
-    r0 = _residual(theta, (model, v, per_electrode))
+    r0 = _residual(theta, (model, v, vnorm, per_electrode))
     theta, n_steps, _ = _levenberg_marquardt(model, theta, v, float(tol), per_electrode=per_electrode,
                                              max_steps=int(max_iter))
-    r = _residual(theta, (model, v, per_electrode))
+    r = _residual(theta, (model, v, vnorm, per_electrode)) * vnorm
     cost = float(r @ r)
     if not np.isfinite(cost):
         raise ValueError("the calibration diverged (non-finite residual): check the units and the sign of the "
                          "currents and voltages")
-    history = [float(jnp.linalg.norm(r0)) / vnorm, np.sqrt(cost) / vnorm]
+    history = [float(jnp.linalg.norm(r0)), np.sqrt(cost) / vnorm]
     it = int(n_steps)
     sigma = float(jnp.exp(theta[0]))
     z = np.asarray(jnp.exp(theta[1:])) if per_electrode else float(jnp.exp(theta[1]))
