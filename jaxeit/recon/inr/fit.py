@@ -72,7 +72,7 @@ class Problem:
     points: jax.Array  # (E + G, 2) float32, normalised
     features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step);
     #                             with feature_basis: their (r, E + G) coefficients in it
-    feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.inr.model.factor_features
+    feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.recon.inr.model.factor_features
     grid_index: jax.Array  # (G,) int32 flat indices of the inside pixels in the (H, W) grid
     mask: jax.Array  # (H, W) bool
     background: jax.Array  # σ_bg
@@ -88,7 +88,7 @@ class Problem:
     def with_features(self, features: FourierFeatures, factor: bool = True) -> Problem:
         """This problem with the features of ``points`` precomputed (exact, as B is not trained) and,
         with ``factor``, stored as low-rank factors when that makes the first layer cheaper
-        (:func:`~jaxeit.inr.model.factor_features`: equal to float32 rounding)."""
+        (:func:`~jaxeit.recon.inr.model.factor_features`: equal to float32 rounding)."""
         cols = features.columns(self.points)
         basis, coeffs = factor_features(cols) if factor else (None, cols)
         return dataclasses.replace(self, features=coeffs, feature_basis=basis)
