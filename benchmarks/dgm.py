@@ -209,7 +209,7 @@ def _cvae(ctx: Context) -> Method:
             config, _train_data(ctx, ("image", "voltages")), workdir=wd, data_tag=str(ctx.data[ctx.train_set]),
             progress=not ctx.args.no_progress)
     model = ctx.cache[key]
-    return lambda batch: np.where(ctx.mask, model.reconstruct(batch["voltages"]), 0.0).astype(np.float32)
+    return lambda batch: np.where(ctx.mask, model.reconstruct(batch["voltages"]).image, 0.0).astype(np.float32)
 
 
 @register("CNF")
@@ -267,8 +267,9 @@ def _csd_star(ctx: Context) -> Method:
     model = score_model(ctx)
 
     def method(batch, t0=None):
-        mean, std = model.reconstruct(batch["gn_image"], jax.random.PRNGKey(4321), t0=t0 or ctx.args.csd_t0,
-                                      n_samples=ctx.args.csd_samples, n_steps=ctx.args.csd_steps)
+        res = model.reconstruct(batch["gn_image"], jax.random.PRNGKey(4321), t0=t0 or ctx.args.csd_t0,
+                                n_samples=ctx.args.csd_samples, n_steps=ctx.args.csd_steps)
+        mean, std = res.image, res.extras["std"]
         return {"image": np.where(ctx.mask, mean, 0.0).astype(np.float32), "std": np.where(ctx.mask, std, 0.0)}
     method.limit = ctx.args.csd_n_test
     return method
@@ -455,9 +456,9 @@ def measure_throughput(sizes=(64, 128), n: int = 256, n_iterative: int = 4) -> l
         sim(np.arange(2 * 10**6, 2 * 10**6 + n))
         rows.append(("linearised GN (default)", size, n / (time.perf_counter() - t0)))
     v = sim(np.arange(3 * 10**6, 3 * 10**6 + 64))["voltages"]
-    sim.gn.iterative(v[:1], iterations=5)                        # compile
+    sim.gn.iterative(v[:1], max_iter=5)                        # compile
     t0 = time.perf_counter()
-    sim.gn.iterative(v[1:1 + n_iterative], iterations=5)
+    sim.gn.iterative(v[1:1 + n_iterative], max_iter=5)
     rows.append(("iterative GN, 5 iterations: GN alone", "-", n_iterative / (time.perf_counter() - t0)))
     return rows
 
@@ -633,7 +634,7 @@ def sampler_speed(model: ScoreModel, args) -> list[tuple]:
         ("diffrax probability-flow ODE (Tsit5, rtol = atol = 1e-5)",
          lambda k: ode_sample(fn, sde, k, shape=(n, size, size))),
         (f"CSD* (PC from t0 = {args.csd_t0}), {int(steps * args.csd_t0)} steps",
-         lambda k: model.reconstruct(gn, k, t0=args.csd_t0, n_samples=1, n_steps=int(steps * args.csd_t0))[0]),
+         lambda k: model.reconstruct(gn, k, t0=args.csd_t0, n_samples=1, n_steps=int(steps * args.csd_t0)).image),
     ]
     rows = []
     for name, run in runs:

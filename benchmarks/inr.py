@@ -36,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
 
 from jaxeit import ForwardModel, grid, mesh, metrics, noise, phantoms, plot, protocol  # noqa: E402
-from jaxeit.inr import INRConfig, render  # noqa: E402
+from jaxeit.recon.inr import INRConfig, render  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.recon import fit_homogeneous, reconstruct  # noqa: E402
 
@@ -78,11 +78,11 @@ def speed_rows(prot, v, iters):
     f1k = ForwardModel(m1k, prot, contact_impedance=Z)
     speed = []
     for gs in (32, 64):
-        reconstruct(f1k, v, "inr+tv", iterations=50, chunk=50, grid_size=gs)  # compile
+        reconstruct(f1k, v, "inr+tv", max_iter=50, chunk=50, grid_size=gs)  # compile
 
         def seconds(n):
             t0 = time.perf_counter()
-            reconstruct(f1k, v, "inr+tv", iterations=n, chunk=50, grid_size=gs)
+            reconstruct(f1k, v, "inr+tv", max_iter=n, chunk=50, grid_size=gs)
             return time.perf_counter() - t0
 
         # one iteration = the marginal cost (250 vs 50 iterations, median of 3): the per-fit set-up
@@ -90,7 +90,7 @@ def speed_rows(prot, v, iters):
         t50, t250 = (float(np.median([seconds(n) for _ in range(3)])) for n in (50, 250))
         per_iter = (t250 - t50) / 200
         t0 = time.perf_counter()
-        reconstruct(f1k, v, "inr+tv", iterations=iters, grid_size=gs)
+        reconstruct(f1k, v, "inr+tv", max_iter=iters, grid_size=gs)
         speed.append([f"{gs}×{gs}", m1k.n_elements, f"{1e3 * per_iter:.1f}", f"{t50 - 50 * per_iter:.2f}", iters,
                       f"{time.perf_counter() - t0:.1f}"])
     return speed
@@ -103,7 +103,7 @@ def factorisation_rows(inv, v_clean, g, truth, mask, iters, seeds):
         v = noise.add_noise(v_clean, 50.0, jax.random.PRNGKey(1000 + seed))
         sig = {}
         for factor in (True, False):
-            res = reconstruct(inv, v, "inr+tv", iterations=iters, key=jax.random.PRNGKey(seed),
+            res = reconstruct(inv, v, "inr+tv", max_iter=iters, key=jax.random.PRNGKey(seed),
                               factor_features=factor)
             rows[factor].append(scores(image_of(res, inv, g), truth, mask, res.background))
             sig[factor] = res.sigma
@@ -125,7 +125,7 @@ def speed_section(speed, factor_rows=None, factor_diff=None, speed_only: bool = 
                               "iterations", "whole reconstruction (s)"], speed) + "\n"
             + ("" if factor_rows is None else
                "\nThe fixed Fourier features of the evaluation points are stored as low-rank factors "
-               "(`jaxeit.inr.model.factor_features`: truncated SVD at 1e-7 of the largest singular value, equal to "
+               "(`jaxeit.recon.inr.model.factor_features`: truncated SVD at 1e-7 of the largest singular value, equal to "
                "float32 rounding), which makes the first layer cheaper. INR+TV on the thorax at 50 dB with the "
                "seeds of section 1, factored and dense: the two start apart by float32 rounding, which the "
                f"Adam iterations amplify to at most {100 * factor_diff:.0f} % in single "
@@ -162,8 +162,8 @@ def main(argv=None):
         print(section)
         print(f"written {args.out}")
         return
-    methods = {"GN": ("gn", {}), "TV": ("tv", {}), "INR": ("inr", dict(iterations=iters)),
-               "INR+TV": ("inr+tv", dict(iterations=iters))}
+    methods = {"GN": ("gn", {}), "TV": ("tv", {}), "INR": ("inr", dict(max_iter=iters)),
+               "INR+TV": ("inr+tv", dict(max_iter=iters))}
 
     # 1. thorax at three SNRs
     table = {snr: {name: [] for name in ["homogeneous"] + list(methods)} for snr in snrs}
@@ -215,7 +215,7 @@ def main(argv=None):
     for h in mesh_hs:
         mm = mesh.disk(radius=R, electrode_width=WIDTH, h=h * R)
         fm = ForwardModel(mm, prot, contact_impedance=Z)
-        res = reconstruct(fm, v50, "inr+tv", iterations=iters, key=jax.random.PRNGKey(0))
+        res = reconstruct(fm, v50, "inr+tv", max_iter=iters, key=jax.random.PRNGKey(0))
         img = image_of(res, fm, g)
         renders.append(img)
         robust.append([f"h = {h}R", mm.n_nodes, mm.n_elements, f"{res.options['kappa']}",
@@ -234,7 +234,7 @@ def main(argv=None):
         mm = mesh.disk(radius=R, electrode_width=WIDTH, h=h * R)
         fm = ForwardModel(mm, prot, contact_impedance=Z)
         for k in kappas:
-            res = reconstruct(fm, v50, "inr+tv", iterations=iters, kappa=k, key=jax.random.PRNGKey(0))
+            res = reconstruct(fm, v50, "inr+tv", max_iter=iters, kappa=k, key=jax.random.PRNGKey(0))
             sweep[k].append(scores(image_of(res, fm, g), truth, mask, res.background)["SSIM"])
             print("kappa", label, k, sweep[k][-1], flush=True)
 

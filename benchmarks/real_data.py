@@ -52,7 +52,7 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "baseline (organisers)": ("baseline", {}, None),
     "one-step, Laplace": ("one-step", dict(alpha=1.0), None),
     "GN, Laplace (α=0.03)": ("gn", dict(alpha=0.03, max_iter=8), None),
-    "MAP-GN, organisers' prior + drift": ("gn-map", {}, None),
+    "MAP-GN, organisers' prior + drift": ("gn-gaussian", {}, None),
     "TV (PD-IPM, σ)": ("tv", dict(alpha=1e-5, max_iter=25), (1,)),
     "TV of log σ": ("tv-log", dict(alpha=1e-4), (1,)),
     "INR+TV": ("inr+tv", {}, (1,)),

@@ -22,7 +22,7 @@ from pathlib import Path
 
 __all__ = ["main"]
 
-_BENCHMARKS = ("forward", "classical", "inr", "diff_inr", "dgm", "real_data", "prior", "gpu/forward_scaling",
+_BENCHMARKS = ("forward", "classical", "greit", "inr", "diff_inr", "dgm", "real_data", "prior", "gpu/forward_scaling",
                "gpu/diffinr_step", "gpu/training_throughput", "gpu/datagen")
 
 
@@ -63,9 +63,9 @@ def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0, qu
     from .priors import DEFAULT_PRIOR, available_priors
 
     methods = [("one-step GN", "one-step", {}), ("GN", "gn", {}), ("TV", "tv", {}),
-               ("INR+TV", "inr+tv", {"iterations": 300 if quick else 600})]
+               ("INR+TV", "inr+tv", {"max_iter": 300 if quick else 600})]
     if DEFAULT_PRIOR in available_priors():
-        methods.append(("Diff-INR", "diff-inr", {"iterations": 300 if quick else 600}))
+        methods.append(("Diff-INR", "diff-inr", {"max_iter": 300 if quick else 600}))
     else:
         print(f"note: the diffusion prior '{DEFAULT_PRIOR}' is not shipped in this install: Diff-INR is "
               "skipped (train it with `jaxeit train-prior`)")
@@ -95,8 +95,6 @@ def demo(out: Path, quick: bool = False, snr_db: float = 50.0, seed: int = 0, qu
 _NPZ_H = 0.1          # default mesh size of the unit disk (.npz input)
 _KIT4_H = 0.013       # reconstruction meshes of the real-data benchmark (benchmarks/real_data.py)
 _KTC_H = 0.014
-_INR = ("inr", "inr+tv", "diff-inr")
-_ITERATIVE = ("gn", "lm", "tv", "tv-log", "gn-map")
 
 
 def data_kind(path: Path) -> str:
@@ -129,19 +127,23 @@ def data_kind(path: Path) -> str:
 
 def methods_for(kind: str) -> list[str]:
     """The reconstruction methods ``jaxeit reconstruct`` accepts for a file of ``kind``."""
-    if kind == "npz":
-        from .recon import METHODS
-    elif kind == "kit4":
-        from .realdata.imaging import METHODS
-    else:
+    if kind == "ktc":
         from .realdata.ktc import METHODS
+    else:  # .npz and KIT4 files: every method of the registry
+        from .recon import METHODS
     return sorted(METHODS)
 
 
 def _iteration_option(method: str, iterations: int | None) -> dict:
-    if iterations is None or method not in _INR + _ITERATIVE:
+    """``{"max_iter": iterations}`` for an iterative method of the registry; a ValueError for a direct one."""
+    if iterations is None:
         return {}
-    return {"iterations" if method in _INR else "max_iter": iterations}
+    from .recon import METHODS
+    from .recon.method import option_names
+
+    if method not in METHODS or "max_iter" not in option_names(METHODS[method]):
+        raise ValueError(f"--iterations: method {method!r} is not iterative; leave --iterations out")
+    return {"max_iter": iterations}
 
 
 def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0, n_electrodes: int = 16,
@@ -215,7 +217,9 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
     fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
                       electrode_model=electrode_model)
     opts = _iteration_option(method, iterations)
-    if "reference" in arrays and method in ("one-step", "bp"):
+    from .recon import METHODS
+
+    if "reference" in arrays and METHODS[method].uses_reference != "never":
         opts["reference"] = arrays["reference"]
     g = grid.Grid.square(radius, 128)
     res = reconstruct(fm, arrays["v"], method, grid=g, **opts)
@@ -367,12 +371,6 @@ def _run_benchmark(name: str, args: list[str]):
     runpy.run_path(str(script), run_name="__main__")
 
 
-def _methods():
-    from .recon import METHODS
-
-    return sorted(METHODS)
-
-
 _RECONSTRUCT_EXAMPLES = """\
 examples:
   # voltages saved with numpy.savez('data.npz', v=v) (optional reference=v_ref): unit disk,
@@ -385,7 +383,7 @@ examples:
 
   # KTC2023 at difficulty level 4, segmented and scored against true1.mat beside it
   jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method baseline --level 4 --h 0.025 --out out
-  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method gn-map --out out
+  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method gn-gaussian --out out
 
 Methods: .npz {npz}; KIT4 {kit4}; KTC2023 {ktc}.
 Writes <out>/<stem>_<method>.npz (conductivity and image) and <out>/<stem>_<method>.png.

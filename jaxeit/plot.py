@@ -46,6 +46,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
+from jaxeit import metrics as jm
 from jaxeit.grid import Grid
 from jaxeit.mesh import Mesh
 
@@ -322,8 +323,6 @@ def _metric_functions(metrics: MetricSpec | None) -> dict[str, Callable]:
         return {}
     if isinstance(metrics, Mapping):
         return dict(metrics)
-    from jaxeit import metrics as jm
-
     out = {}
     for name in metrics:
         fn = getattr(jm, name, None)

@@ -11,7 +11,7 @@ import jaxeit
 from jaxeit.data import SimulationConfig, Simulator, load_split, read_metadata, simulate, verify_shard
 from jaxeit.data import store
 from jaxeit.data.cli import main as cli_main
-from jaxeit.data.gn import LinearGN
+from jaxeit.recon.linear import LinearGN
 from jaxeit.noise import measured_snr_db
 
 simulate_mod = importlib.import_module("jaxeit.data.simulate")   # the module (the package exports the function)
@@ -72,7 +72,7 @@ def test_sample_depends_only_on_seed_and_index(sim, batch):
 
 
 def test_linear_gn_solves_the_regularised_normal_equations(sim):
-    gn = LinearGN.build(sim.model, param="linear", prior="lm", alpha=0.5)
+    gn = LinearGN.build(sim.model, param="linear", prior="noser", alpha=0.5)
     np.testing.assert_allclose(np.asarray(gn(gn.v_bg)), 1.0, atol=1e-12)   # no data change, no update
     jac = np.asarray(sim.model.jacobian(jnp.ones(sim.mesh.n_elements)))
     dv = np.random.default_rng(0).standard_normal(208) * 1e-3

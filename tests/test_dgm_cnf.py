@@ -101,7 +101,9 @@ def test_training_sampling_and_io(tmp_path):
     assert len(losses) == 4 and losses[-1] < losses[0]
     xs = model.sample(np.asarray(gn[:3]), jax.random.PRNGKey(0))
     assert xs.shape == (5, 3, 8, 8) and np.all(np.isfinite(xs))
-    mean, std = model.reconstruct(np.asarray(gn[:3]), jax.random.PRNGKey(0))
+    res = model.reconstruct(np.asarray(gn[:3]), jax.random.PRNGKey(0))
+    mean, std = res.image, res.extras["std"]
+    assert res.status == "done" and res.extras["samples"].shape == (5, 3, 8, 8)
     np.testing.assert_allclose(mean, xs.mean(0), rtol=1e-6)
     assert std.shape == (3, 8, 8) and np.all(std > 0)
     loaded = CNF.load(tmp_path / "cnf.npz")

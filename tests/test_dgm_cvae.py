@@ -42,11 +42,13 @@ def test_cvae_losses_decrease_and_model_round_trips(tmp_path, data):
     assert len(vae) == 6 and len(mlp) == 6
     assert vae[-1] < 0.7 * vae[0]
     assert mlp[-1] < mlp[0]
-    out = model.reconstruct(data["voltages"][:5])
+    res = model.reconstruct(data["voltages"][:5])
+    assert res.method == "cvae" and res.status == "done" and res.sigma is None
+    out = res.image
     assert out.shape == (5, 16, 16) and out.dtype == np.float32 and np.all(np.isfinite(out))
-    assert model.reconstruct(data["voltages"][0]).shape == (16, 16)
+    assert model.reconstruct(data["voltages"][0]).image.shape == (16, 16)
     loaded = CVAE.load(tmp_path / "cvae.npz")
-    np.testing.assert_array_equal(loaded.reconstruct(data["voltages"][:5]), out)
+    np.testing.assert_array_equal(loaded.reconstruct(data["voltages"][:5]).image, out)
     with pytest.raises(ValueError, match="208 measurements"):
         model.reconstruct(np.zeros((2, 100)))
 

@@ -298,17 +298,20 @@ def test_score_network_wrapper_and_model_round_trip(tmp_path):
     # one noise-free predictor step from t0 to eps (VE: f = 0, G² = σ(t0)² − σ(eps)²) is analytic:
     # x = x_t0 + G²·(−b/σ(t0)) in model units, x_t0 the normalised GN image
     kw = dict(n_samples=2, n_steps=1, corrector="none")       # one network call: a small program
-    mean, sd = loaded.reconstruct(gn, jax.random.PRNGKey(3), diffuse=False, **kw)
+    res = loaded.reconstruct(gn, jax.random.PRNGKey(3), diffuse=False, **kw)
+    assert res.method == "csd*" and res.status == "done"
+    mean, sd = res.image, res.extras["std"]
     s0, s_eps = (float(v) for v in sde.sigma(jnp.array([0.55, sde.eps])))
     want = config.shift + config.scale * ((gn - config.shift) / config.scale - b * (s0**2 - s_eps**2) / s0)
     assert mean.shape == sd.shape == (2, 8, 8) and mean.dtype == np.float32
     np.testing.assert_allclose(mean, want, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(sd, 0.0, atol=1e-6)
-    mean, sd = loaded.reconstruct(gn, jax.random.PRNGKey(3), **kw)
-    np.testing.assert_array_equal(mean, model.reconstruct(gn, jax.random.PRNGKey(3), **kw)[0])
+    res = loaded.reconstruct(gn, jax.random.PRNGKey(3), **kw)
+    mean, sd = res.image, res.extras["std"]
+    np.testing.assert_array_equal(mean, model.reconstruct(gn, jax.random.PRNGKey(3), **kw).image)
     assert np.all(sd > 0)
     # one image with twice the samples: the same number of chains, so no new compilation
-    assert loaded.reconstruct(gn[0], jax.random.PRNGKey(3), **dict(kw, n_samples=4))[0].shape == (8, 8)
+    assert loaded.reconstruct(gn[0], jax.random.PRNGKey(3), **dict(kw, n_samples=4)).image.shape == (8, 8)
     with pytest.raises(ValueError, match="GN images must be"):
         loaded.reconstruct(np.zeros((2, 4, 4)), jax.random.PRNGKey(0))
 

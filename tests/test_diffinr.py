@@ -6,9 +6,10 @@ import numpy as np
 import pytest
 
 from jaxeit import ForwardModel, mesh, protocol
-from jaxeit.diffinr import SDSRegularizer, diff_inr_reconstruct, timestep_analysis
 from jaxeit.priors.diffusion import cosine_alphas_cumprod
 from jaxeit.priors.unet import UNetConfig, init_params, make_apply
+from jaxeit.recon import DiffINR, reconstruct
+from jaxeit.recon.diffinr import SDSRegularizer, timestep_analysis
 
 
 class TinyPrior:
@@ -61,11 +62,25 @@ def test_diff_inr_end_to_end(prior, small_disk, tmp_path):
     fm = ForwardModel(small_disk, protocol.adjacent(16))
     sigma = 1.0 + 0.5 * (np.linalg.norm(small_disk.centroids() - [0.3, 0.2], axis=1) < 0.3)
     v = fm.voltages(jnp.asarray(sigma))
-    res = diff_inr_reconstruct(fm, v, prior=prior, iterations=40, chunk=20, n_features=32, width=32, depth=2,
-                               key=jax.random.PRNGKey(1))
+    res = reconstruct(fm, v, "diff-inr", prior=prior, max_iter=40, chunk=20, n_features=32, width=32, depth=2,
+                      key=jax.random.PRNGKey(1))
     assert res.method == "diff-inr" and np.all(np.isfinite(res.sigma))
+    assert res.status == "max_iter" and res.n_iter == 40 and len(res.history["data"]) == 40
     assert res.history["data"][-1] < res.history["data"][0]
     out = timestep_analysis(res, prior, ts=(50, 300), path=tmp_path / "steps.png")
     assert set(out) == {50, 300} and (tmp_path / "steps.png").exists()
     with pytest.raises(ValueError, match="grid"):
-        diff_inr_reconstruct(fm, v, prior=prior, grid_size=32, iterations=1, chunk=1)
+        reconstruct(fm, v, DiffINR(prior=prior, grid_size=32, max_iter=1, chunk=1))
+
+
+def test_diff_inr_stops_when_it_diverges(prior, small_disk):
+    """An absurd learning rate blows the data misfit up: the fit stops at the last good parameters and says so."""
+    fm = ForwardModel(small_disk, protocol.adjacent(16))
+    sigma = 1.0 + 0.5 * (np.linalg.norm(small_disk.centroids() - [0.3, 0.2], axis=1) < 0.3)
+    v = fm.voltages(jnp.asarray(sigma))
+    res = reconstruct(fm, v, "diff-inr", prior=prior, max_iter=30, chunk=10, n_features=16, width=16, depth=2,
+                      learning_rate=50.0, divergence_factor=10.0)
+    assert res.status == "diverged" and res.n_iter < 30
+    assert np.all(np.isfinite(res.sigma))
+    data = np.asarray(res.history["data"])
+    assert data[-1] > 10.0 * np.min(data[:-1]) or not np.isfinite(data[-1])

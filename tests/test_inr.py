@@ -8,9 +8,9 @@ import pytest
 from flax import nnx
 
 from jaxeit import ForwardModel, grid, mesh, noise, phantoms, protocol
-from jaxeit.inr import INR, INRConfig, bandwidth_for_mesh, mesh_resolution, render, total_variation
-from jaxeit.inr.fit import _loss, data_loss, make_problem
-from jaxeit.inr.model import domain_frame, factor_features, normalise_coordinates
+from jaxeit.recon.inr import INR, INRConfig, bandwidth_for_mesh, mesh_resolution, render, total_variation
+from jaxeit.recon.inr.fit import _loss, data_loss, make_problem
+from jaxeit.recon.inr.model import domain_frame, factor_features, normalise_coordinates
 from jaxeit.recon import reconstruct
 
 
@@ -117,7 +117,7 @@ def test_inr_tv_reconstructs_an_inclusion():
     v = noise.add_noise(ForwardModel(fine, prot).voltages(phantoms.on_mesh(ph, fine)), 50.0, jax.random.PRNGKey(0))
     inv = ForwardModel(coarse, prot)
     g = grid.Grid.square(1.0, 48)
-    res = reconstruct(inv, v, "inr+tv", iterations=150, chunk=50, n_features=64, width=64, grid=g,
+    res = reconstruct(inv, v, "inr+tv", max_iter=150, chunk=50, n_features=64, width=64, grid=g,
                       key=jax.random.PRNGKey(3))
     assert res.history["data"][-1] < 0.2 * res.history["data"][0]
     truth = np.asarray(phantoms.on_mesh(ph, coarse))
@@ -131,7 +131,7 @@ def test_inr_tv_reconstructs_an_inclusion():
 def test_reproducible_from_key(small_disk):
     fm = ForwardModel(small_disk, protocol.adjacent(16))
     v = fm.voltages(jnp.full(small_disk.n_elements, 1.3))
-    kw = dict(iterations=20, chunk=10, n_features=16, width=16, depth=2)
+    kw = dict(max_iter=20, chunk=10, n_features=16, width=16, depth=2)
     a = reconstruct(fm, v, "inr", key=jax.random.PRNGKey(5), **kw).sigma
     b = reconstruct(fm, v, "inr", key=jax.random.PRNGKey(5), **kw).sigma
     c = reconstruct(fm, v, "inr", key=jax.random.PRNGKey(6), **kw).sigma

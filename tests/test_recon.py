@@ -6,8 +6,11 @@ import numpy as np
 import pytest
 
 from jaxeit import ForwardModel, mesh, noise, phantoms, protocol
-from jaxeit.recon import METHODS, fit_homogeneous, reconstruct
+from jaxeit.recon import METHODS, STATUSES, GaussNewton, Result, fit_homogeneous, reconstruct
+from jaxeit.recon.driver import iterate
 from jaxeit.recon.operators import difference_operator, element_adjacency
+
+from .test_diffinr import TinyPrior
 
 
 @pytest.fixture(scope="module")
@@ -92,4 +95,147 @@ def test_bad_voltages(problem):
         reconstruct(inv, v, "bp")
     with pytest.raises(ValueError, match="method"):
         reconstruct(inv, v, "magic")
-    assert {"one-step", "gn", "lm", "tv", "bp", "inr", "inr+tv", "diff-inr"} <= set(METHODS)
+    assert {"one-step", "gn", "lm", "tv", "bp", "tv-log", "gn-gaussian", "inr", "inr+tv", "diff-inr"} <= set(METHODS)
+
+
+# -- the registry: every method through both call forms -----------------------------------------
+
+_NET = dict(n_features=8, width=8, depth=1, chunk=2, max_iter=4)
+#: small settings per method, so the whole registry runs in seconds (a method missing here runs its defaults)
+QUICK = {"gn": dict(max_iter=2), "lm": dict(max_iter=2), "tv": dict(max_iter=2), "tv-log": dict(max_iter=2),
+         "gn-gaussian": dict(max_iter=2, corrlength=0.5, variance=0.1), "inr": dict(_NET, grid_size=8),
+         "inr+tv": dict(_NET, grid_size=8), "diff-inr": dict(_NET, prior=TinyPrior()),
+         "greit": dict(n_targets=40, target_radius=0.2, grid_size=8)}
+
+
+@pytest.fixture(scope="module")
+def tiny_problem(tiny_disk):
+    fm = ForwardModel(tiny_disk, protocol.adjacent(8))
+    sigma = 1.0 + 0.5 * (np.linalg.norm(tiny_disk.centroids() - [0.3, 0.2], axis=1) < 0.4)
+    return fm, np.asarray(fm.voltages(jnp.asarray(sigma))), np.asarray(fm.voltages(jnp.ones(tiny_disk.n_elements)))
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_runs_in_both_forms(tiny_problem, name):
+    fm, v, v_ref = tiny_problem
+    cls = METHODS[name]
+    ref = {"reference": v_ref} if cls.uses_reference == "required" else {}
+    opts = QUICK.get(name, {})
+    by_name = reconstruct(fm, v, name, **ref, **opts)
+    by_object = reconstruct(fm, v, cls(**opts), **ref)
+    for res in (by_name, by_object):
+        assert isinstance(res, Result) and res.method == name and res.status in STATUSES
+        assert res.sigma.shape == (fm.n_elements,) and np.all(np.isfinite(res.sigma))
+    np.testing.assert_array_equal(by_name.sigma, by_object.sigma)
+    with pytest.raises(ValueError, match="its options are"):
+        reconstruct(fm, v, name, no_such_option=1, **ref)
+    with pytest.raises(ValueError, match="its options are"):
+        cls.from_options(iterations=3)
+
+
+def test_object_and_string_forms_agree_and_options_override(problem):
+    inv, v, _ = problem
+    a = reconstruct(inv, v, GaussNewton(alpha=1e-2, max_iter=3))
+    b = reconstruct(inv, v, "gn", alpha=1e-2, max_iter=3)
+    c = reconstruct(inv, v, GaussNewton(alpha=5.0), alpha=1e-2, max_iter=3)
+    np.testing.assert_array_equal(a.sigma, b.sigma)
+    np.testing.assert_array_equal(a.sigma, c.sigma)
+    assert a.n_iter <= 3 and len(a.history["objective"]) == a.n_iter and len(a.history["residual"]) == a.n_iter
+
+
+def test_status_says_why_the_run_stopped(problem):
+    inv, v, _ = problem
+    assert reconstruct(inv, v, "gn", max_iter=1).status == "max_iter"
+    assert reconstruct(inv, v, "gn", max_iter=30, tol=0.5).status == "converged"
+    assert reconstruct(inv, v, "one-step").status == "done"
+
+
+def _halve(state, target):
+    x, = state
+    new = (x + target) / 2
+    return (new,), {"objective": jnp.sum((new - target) ** 2)}, jnp.asarray(0, jnp.int32)
+
+
+def _explode(state):
+    new = state[0] * 10.0
+    return (new,), {"objective": jnp.where(new > 1e3, jnp.nan, new)}, jnp.asarray(0, jnp.int32)
+
+
+def test_driver_runs_max_iter_over_chunks_and_stops_a_divergence():
+    run = iterate(_halve, (jnp.zeros(3),), (jnp.ones(3),), max_iter=7, chunk=3)
+    assert run.n_iter == 7 and run.status == "max_iter" and len(run.history["objective"]) == 7
+    np.testing.assert_allclose(run.state[0], 1 - 0.5 ** 7)
+    bad = iterate(_explode, (jnp.asarray(1.0),), max_iter=20, chunk=4)
+    assert bad.status == "diverged" and float(bad.state[0]) == 1e3  # the last iterate with a finite objective
+    assert bad.n_iter == 4
+
+
+# -- bad input: a ValueError that names the problem ---------------------------------------------
+
+@pytest.mark.parametrize("data, options, phrase", [
+    ("zeros", {}, "all zero"),
+    ("constant", {}, "constant"),
+    ("v", dict(alpha=0.0), "alpha must be a finite number > 0"),
+    ("v", dict(alpha=-1.0), "alpha must be a finite number > 0"),
+    ("v", dict(alpha=float("nan")), "alpha must be a finite number > 0"),
+    ("v", dict(max_iter=-3), "max_iter must be an integer >= 1"),
+    ("v", dict(max_iter=0), "max_iter must be an integer >= 1"),
+    ("v", dict(max_iter=2.5), "max_iter must be an integer >= 1"),
+    ("v", dict(sigma0=np.ones(5)), "sigma0 must be a float or"),
+    ("v", dict(sigma0=-1.0), "sigma0 must be a positive"),
+    ("v", dict(iterations=3), "has no option 'iterations'; its options are"),
+    ("v", dict(prior="lm"), "prior must be one of"),
+])
+def test_bad_input_is_a_clear_error(tiny_problem, data, options, phrase):
+    fm, v, _ = tiny_problem
+    arr = {"zeros": np.zeros_like(v), "constant": np.full_like(v, 0.3), "v": v}[data]
+    with pytest.raises(ValueError, match=phrase):
+        reconstruct(fm, arr, "gn", **options)
+
+
+def test_reference_misuse_is_a_clear_error(tiny_problem):
+    fm, v, v_ref = tiny_problem
+    with pytest.raises(ValueError, match="equals reference"):
+        reconstruct(fm, v, "one-step", reference=v)
+    with pytest.raises(ValueError, match="all zero"):
+        reconstruct(fm, v, "one-step", reference=np.zeros_like(v))
+    with pytest.raises(ValueError, match="does not use reference"):
+        reconstruct(fm, v, "gn", reference=v_ref)
+    with pytest.raises(ValueError, match="difference method"):
+        reconstruct(fm, v, "bp")
+    with pytest.raises(ValueError, match="tv_weight must be a finite number >= 0"):
+        reconstruct(fm, v, "inr+tv", tv_weight=-1.0)
+    with pytest.raises(ValueError, match="chunk must be an integer >= 1"):
+        reconstruct(fm, v, "inr", chunk=0)
+
+
+def test_inr_runs_exactly_max_iter(tiny_problem):
+    """max_iter is not rounded to whole chunks (3 iterations with chunk 50 used to run 50)."""
+    fm, v, _ = tiny_problem
+    res = reconstruct(fm, v, "inr+tv", max_iter=3, n_features=8, width=8, depth=1, grid_size=8)
+    assert res.n_iter == 3 and len(res.history["data"]) == 3
+
+
+def test_the_documented_way_to_add_a_method_works(tiny_problem, monkeypatch):
+    """docs/architecture.md's "How to add a method" example, run as written and registered."""
+    import dataclasses
+    import re
+    from pathlib import Path
+
+    from jaxeit.recon import registry
+    from jaxeit.recon.driver import CONTINUE
+    from jaxeit.recon.method import Method, sigma_start
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "architecture.md").read_text()
+    code = re.search(r"## How to add a method\n\n```python\n(.*?)```", doc, re.S).group(1)
+    assert len(code.strip().splitlines()) <= 30
+    ns = dict(dataclasses=dataclasses, jnp=jnp, np=np, Method=Method, Result=Result, iterate=iterate,
+              CONTINUE=CONTINUE, sigma_start=sigma_start, fit_homogeneous=fit_homogeneous)
+    exec(code, ns)
+    monkeypatch.setitem(registry.METHODS, "landweber", ns["Landweber"])
+    fm, v, _ = tiny_problem
+    res = reconstruct(fm, v, "landweber", tau=0.5, max_iter=3)
+    assert res.method == "landweber" and res.n_iter == 3 and res.status == "max_iter"
+    assert res.history["objective"][-1] < res.history["objective"][0]
+    with pytest.raises(ValueError, match="its options are"):
+        reconstruct(fm, v, "landweber", step=1.0)

@@ -5,7 +5,7 @@ Same maths both ways — loss = ‖F(σ_θ) − v‖²/‖v‖² + λ·SDS(θ) o
 
 * **fused** (jaxeit): ``jax.value_and_grad`` of the whole loss and the Adam
   update in one XLA program; the FEM gradient comes from the adjoint solve.
-  Also the library's scanned loop (``jaxeit.inr.fit``: 50 steps per call).
+  Also the library's scanned loop (``jaxeit.recon.inr.fit``: 50 steps per call).
 * **unfused** (the way the Diff-INR paper's code is organised): separate calls
   for the INR on the mesh, the forward solve *and the explicit (208, E)
   Jacobian*, Jᵀr, the INR on the grid, the diffusion network (SDS), the
@@ -39,14 +39,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _gpu import disk_mesh, markdown_table, write_report  # noqa: E402
 
 from jaxeit import ForwardModel, phantoms, protocol  # noqa: E402
-from jaxeit.diffinr import SDSRegularizer  # noqa: E402
-from jaxeit.inr.bandwidth import bandwidth_for_mesh  # noqa: E402
-from jaxeit.inr.fit import INRConfig, _loss, _optimizer, _run_chunk, make_problem  # noqa: E402
-from jaxeit.inr.model import INR  # noqa: E402
+from jaxeit.recon.diffinr import SDSRegularizer  # noqa: E402
+from jaxeit.recon.inr.bandwidth import bandwidth_for_mesh  # noqa: E402
+from jaxeit.recon.driver import _run_chunk  # noqa: E402
+from jaxeit.recon.inr.fit import INRConfig, _INRStep, _loss, _optimizer, make_problem  # noqa: E402
+from jaxeit.recon.inr.model import INR  # noqa: E402
 from jaxeit.priors import load_pretrained  # noqa: E402
 
 R, WIDTH, Z = 0.14, 0.025, 6e-3   # the tank of benchmarks/inr.py and diff_inr.py
-SDS_WEIGHT = 3e-3                  # jaxeit.diffinr default
+SDS_WEIGHT = 3e-3                  # jaxeit.recon.diffinr default
 
 
 @dataclasses.dataclass
@@ -177,18 +178,21 @@ def per_step_ms(step, p: StepProblem, n_steps: int, blocks: int, place=lambda x:
 
 
 def scanned_ms(p: StepProblem, blocks: int) -> float:
-    """ms/iteration of the library's own loop (``_run_chunk``: ``config.chunk`` steps per call)."""
-    cfg = dataclasses.replace(p.config, iterations=0)
-    run = functools.partial(_run_chunk, graphdef=p.graphdef, config=cfg)
-    params, opt_state = p.params, p.opt.init(p.params)
-    args = (p.rest, p.model, p.v, p.prob, (p.sds,), jnp.asarray([SDS_WEIGHT], jnp.float32), jnp.asarray(600.0))
-    out = run(params, opt_state, jax.random.PRNGKey(0), *args)
+    """ms/iteration of the library's own loop (the driver's ``_run_chunk``: ``config.chunk`` steps per call)."""
+    cfg = dataclasses.replace(p.config, max_iter=1, divergence_factor=1e30)  # timing only: never stop early
+    step = _INRStep(p.graphdef, cfg)
+    state = (p.params, p.opt.init(p.params), p.params, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float64))
+    args = (p.rest, p.model, p.v, p.prob, (p.sds,), jnp.asarray([SDS_WEIGHT], jnp.float32),
+            jnp.asarray(600.0, jnp.float32), jax.random.PRNGKey(0))
+    n = jnp.asarray(cfg.chunk, jnp.int32)
+    out = _run_chunk(step, state, args, n, chunk=cfg.chunk)
     jax.block_until_ready(out)
+    state = out[0]
     times = []
-    for b in range(blocks):
+    for _ in range(blocks):
         t0 = time.perf_counter()
-        params, opt_state, *_ = run(params, opt_state, jax.random.PRNGKey(b + 1), *args)
-        jax.block_until_ready(params)
+        state = _run_chunk(step, state, args, n, chunk=cfg.chunk)[0]
+        jax.block_until_ready(state)
         times.append((time.perf_counter() - t0) / cfg.chunk)
     return 1e3 * float(np.median(times))
 
@@ -218,7 +222,7 @@ def main(argv=None):
     t_unfused = per_step_ms(u_step, p, n_steps, blocks)
     t_scan = scanned_ms(p, 2 if args.quick else blocks)
     rows = [["fused: one jitted step (value_and_grad + Adam), adjoint gradient", f"{t_fused:.3f}", "1.0"],
-            ["fused, library loop (`jaxeit.inr.fit`, 50 steps per call)", f"{t_scan:.3f}",
+            ["fused, library loop (`jaxeit.recon.inr.fit`, 50 steps per call)", f"{t_scan:.3f}",
              f"{t_fused / t_scan:.2f}"],
             ["unfused: 7 calls, explicit (208, E) Jacobian", f"{t_unfused:.3f}", f"{t_fused / t_unfused:.2f}"]]
     if accelerated:

@@ -35,7 +35,7 @@ from jaxeit import ForwardModel, protocol  # noqa: E402
 from jaxeit.forward import model as fm_module  # noqa: E402
 from jaxeit.forward import solvers  # noqa: E402
 from jaxeit.forward.banded import banded_factor, banded_solve  # noqa: E402
-from jaxeit.inr.fit import data_loss  # noqa: E402
+from jaxeit.recon.inr.fit import data_loss  # noqa: E402
 from flax import nnx  # noqa: E402
 
 #: backends profiled per platform (the ones ``solver="auto"`` chooses between, and CG everywhere)

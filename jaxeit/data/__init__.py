@@ -6,12 +6,12 @@
     >>> train = load_split(root, "train", fields=("image", "gn_image", "voltages"))
 
 See :mod:`jaxeit.data.simulate` (generation), :mod:`jaxeit.data.store` (file
-layout and loading), :mod:`jaxeit.data.gn` (the batched Gauss–Newton) and
+layout and loading), :mod:`jaxeit.recon.linear` (the batched Gauss–Newton) and
 :mod:`jaxeit.data.cli` (the ``jaxeit simulate`` command line).
 """
 
 from .config import PAPER_SPLITS, SimulationConfig
-from .gn import LinearGN
+from ..recon.linear import LinearGN
 from .simulate import PAPER_VALUES, Simulator, default_name, make_mesh, sample_keys, simulate
 from .store import FIELDS, load_geometry, load_split, read_metadata, verify_shard
 

@@ -66,7 +66,7 @@ class SimulationConfig:
     pyEIT's masked interpolation used by the DGM code).
 
     Gauss–Newton image (the conditioning input of the CNF, §3.2, and the GN
-    baseline): see :mod:`jaxeit.data.gn`.
+    baseline): see :mod:`jaxeit.recon.linear`.
         gn_method: "linear" (default): one linearised regularised GN step
             from the known background, σ = σ_bg·exp(H (v − F(σ_bg))) with the
             precomputed H = (J_sᵀJ_s + λR)⁻¹J_sᵀ at σ_bg (J_s the Jacobian in

@@ -52,7 +52,7 @@ from ..signals import Interrupted, StopSignals
 from ..machine import cpu_model
 from . import store
 from .config import SimulationConfig
-from .gn import LinearGN, apply_step
+from ..recon.linear import LinearGN, apply_step
 
 __all__ = ["PAPER_VALUES", "Simulator", "make_mesh", "simulate", "default_name", "sample_keys"]
 
@@ -136,7 +136,7 @@ class Simulator:
         config: the :class:`SimulationConfig`.
         mesh, mesh_info: the forward mesh and its description.
         model: the :class:`~jaxeit.ForwardModel` (float64).
-        gn: the :class:`~jaxeit.data.gn.LinearGN` operator.
+        gn: the :class:`~jaxeit.recon.linear.LinearGN` operator.
         grid: the image :class:`~jaxeit.grid.Grid` over [-1, 1]².
         mask: (H, W) bool, pixel centre inside the mesh.
         device_mesh: the 1-D :class:`jax.sharding.Mesh` the chunks are spread over.
@@ -200,7 +200,7 @@ class Simulator:
                 out.setdefault(k, []).append(v)
         out = {k: np.concatenate(v) for k, v in out.items()}
         if self.config.gn_method == "iterative":
-            out["gn_sigma"] = self.gn.iterative(out["voltages"], iterations=self.config.gn_iterations)
+            out["gn_sigma"] = self.gn.iterative(out["voltages"], max_iter=self.config.gn_iterations)
         out["gn_image"] = self.render(out["gn_sigma"])
         out["index"] = indices
         out["image"] = out["image"].astype(np.float32)
@@ -244,13 +244,18 @@ def _static_key(config: SimulationConfig) -> SimulationConfig:
                           gn_method="linear", gn_iterations=1)
 
 
+#: the data set configuration's prior names → those of jaxeit.recon.linear ("lm" is the NOSER diagonal)
+_GN_PRIOR_NAMES = {"lm": "noser"}
+
+
 @functools.lru_cache(maxsize=4)
 def _static_parts(config: SimulationConfig):
     mesh, info = make_mesh(config)
     prot = adjacent(config.n_electrodes)
     model = ForwardModel(mesh, prot, electrode_model=config.electrode_model,
                          contact_impedance=config.contact_impedance)
-    gn = LinearGN.build(model, background=config.background, param=config.gn_param, prior=config.gn_prior,
+    gn = LinearGN.build(model, background=config.background, param=config.gn_param,
+                        prior=_GN_PRIOR_NAMES.get(config.gn_prior, config.gn_prior),
                         alpha=config.gn_alpha, p=config.gn_p)
     grid = Grid.square(1.0, config.image_size)
     mask = domain_mask(grid, mesh)

@@ -49,6 +49,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -56,6 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..recon.result import Result
 from .training import (FitConfig, count_params, fit, host_normal, host_rng, host_zeros, load_arrays,
                        save_arrays, split_model)
 
@@ -494,10 +496,14 @@ class CNF:
         xs = np.concatenate(out, axis=1).astype(np.float32)
         return xs[:, 0] if single else xs
 
-    def reconstruct(self, gn, key, **kw) -> tuple[np.ndarray, np.ndarray]:
-        """Mean and pixel-wise std of :meth:`sample` (the reconstruction and its uncertainty map)."""
+    def reconstruct(self, gn, key, **kw) -> Result:
+        """The posterior mean of :meth:`sample` as ``image`` (B, n, n) or (n, n), with ``extras["std"]``
+        (its pixel-wise std, the uncertainty map) and ``extras["samples"]`` (S, B, n, n) or (S, n, n)."""
+        t0 = time.perf_counter()
         xs = self.sample(gn, key, **kw)
-        return xs.mean(axis=0), xs.std(axis=0)
+        return Result(sigma=None, image=xs.mean(axis=0), method="cnf", history={}, n_iter=1,
+                      wall_time=time.perf_counter() - t0, options=dict(kw),
+                      extras=dict(std=xs.std(axis=0), samples=xs))
 
     def save(self, path) -> Path:
         meta = {"kind": "jaxeit.dgm.CNF", "config": self.config.to_dict(), "history": self.history}

@@ -36,6 +36,7 @@ import dataclasses
 import functools
 import hashlib
 import json
+import time
 from pathlib import Path
 
 import jax
@@ -43,6 +44,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import nnx
 
+from ..recon.result import Result
 from .training import (FitConfig, count_params, fit, host_normal, host_ones, host_zeros, load_arrays,
                        save_arrays, split_model)
 
@@ -235,8 +237,12 @@ class CVAE:
         vgd, _, mgd, _ = _graphdefs_for(self.config)
         return vgd, mgd
 
-    def reconstruct(self, voltages, *, batch_size: int = 256) -> np.ndarray:
-        """(B, M) or (M,) voltages → (B, n, n) or (n, n) float32 images."""
+    def reconstruct(self, voltages, *, batch_size: int = 256) -> Result:
+        """(B, M) or (M,) voltages → a :class:`~jaxeit.recon.Result` whose ``image`` is (B, n, n) or (n, n) float32.
+
+        One deterministic pass (the latent predicted from v, decoded): ``status`` "done", ``sigma`` None.
+        """
+        t0 = time.perf_counter()
         v = np.asarray(voltages, np.float64)
         single = v.ndim == 1
         v = np.atleast_2d(v)
@@ -246,7 +252,8 @@ class CVAE:
         vs = ((v - self.v_mean) / self.v_std).astype(np.float32)
         out = np.concatenate([np.asarray(fn(self.vae_params, self.mlp_params, jnp.asarray(vs[i:i + batch_size])))
                               for i in range(0, len(vs), batch_size)])
-        return out[0] if single else out
+        return Result(sigma=None, image=out[0] if single else out, method="cvae", history={}, n_iter=1,
+                      wall_time=time.perf_counter() - t0, options=dict(batch_size=batch_size))
 
     def decode(self, z) -> np.ndarray:
         """(B, latent_dim) latents → (B, n, n) images."""

@@ -31,6 +31,7 @@ import dataclasses
 import functools
 import json
 import math
+import time
 from pathlib import Path
 
 import jax
@@ -41,6 +42,7 @@ from jax.tree_util import Partial
 
 from ..parallel import data_mesh
 from ..priors.unet import UNetConfig, abstract_params, init_params
+from ..recon.result import Result
 from .sampling import csd_star, pc_sample
 from .sde import VESDE, VPSDE, _bcast, get_sde
 from .training import fit as fit_model
@@ -304,8 +306,11 @@ class ScoreModel:
                 Langevin dynamics with r = 0.056 (``corrector="ald", snr=0.056``).
 
         Returns:
-            ``(mean, std)``: float32 numpy arrays of gn_images' shape, in image units.
+            A :class:`~jaxeit.recon.Result`: ``image`` the posterior mean and
+            ``extras["std"]`` its pixel-wise std, float32 arrays of gn_images'
+            shape in image units.
         """
+        t_start = time.perf_counter()
         gn = np.asarray(gn_images, np.float32)
         single = gn.ndim == 2
         gn = gn[None] if single else gn
@@ -318,7 +323,10 @@ class ScoreModel:
                              n_samples=n_samples, n_steps=n_steps, **kw)
         mean = np.asarray(self.denormalize(mean), np.float32)
         std = np.asarray(std * self.config.scale, np.float32)
-        return (mean[0], std[0]) if single else (mean, std)
+        return Result(sigma=None, image=mean[0] if single else mean, method="csd*", history={}, n_iter=1,
+                      wall_time=time.perf_counter() - t_start,
+                      options=dict(t0=t0, n_samples=n_samples, n_steps=n_steps, ema=ema, **kw),
+                      extras=dict(std=std[0] if single else std))
 
     def save(self, path) -> Path:
         meta = {"kind": "jaxeit.dgm.ScoreModel", "config": self.config.to_dict(), "history": self.history}

@@ -39,7 +39,10 @@ import math
 
 import numpy as np
 
+from ..grid import Grid, mesh_to_grid_elements
 from ..io.kit4 import KIT4_RADIUS
+from ..metrics import rcr
+from ..recon.operators import element_adjacency
 
 __all__ = ["PhotoFrame", "Inclusion", "photo_frame", "find_inclusions", "read_photo", "KIT4_TARGETS",
            "reconstruction_inclusions", "match_inclusions", "fit_rotation", "log_contrast", "image_rcr", "plot_photo"]
@@ -249,9 +252,6 @@ def image_rcr(mesh, contrast, photo_inclusions, size: int = 128) -> float:
     −1 on those of the plastic ones (0 elsewhere), on a ``size``² grid over the
     tank; the reconstruction is rendered on the same grid by element lookup.
     """
-    from ..grid import Grid, mesh_to_grid_elements
-    from ..metrics import rcr
-
     g = Grid.square(KIT4_RADIUS, size)
     img = np.asarray(mesh_to_grid_elements(mesh, g)(np.asarray(contrast, np.float64)))
     pts = g.centres()
@@ -275,8 +275,6 @@ def reconstruction_inclusions(mesh, contrast, n_metal: int, n_plastic: int, *, l
     """
     from scipy.sparse import coo_matrix
     from scipy.sparse.csgraph import connected_components
-
-    from ..recon.operators import element_adjacency
 
     contrast = np.asarray(contrast, np.float64)
     cen = mesh.centroids()

@@ -40,16 +40,19 @@ import time
 import jax.numpy as jnp
 import numpy as np
 
-from ..grid import Grid, domain_mask, elements_to_nodes, grid_to_mesh, mesh_to_grid_nodes
+from ..grid import Grid, elements_to_nodes, grid_to_mesh, mesh_to_grid_nodes
 from ..io.dataset import EITDataset
 from ..io.ktc import KTC_RADIUS
 from ..mesh import Mesh
 from ..metrics import ktc_score
+from ..recon import METHODS as RECON_METHODS
+from ..recon import resolve
+from ..recon.linear import LinearGN, smoothness_prior
 from .calibrate import Calibration, calibrate, forward_model
-from .imaging import ImagingProblem, gn_gaussian, noise_weights, prepare, reconstruct_dataset, smoothness_prior
+from .imaging import ImagingProblem, noise_weights, prepare, reconstruct_dataset
 
 __all__ = ["KTC_GRID", "to_truth_frame", "pixel_centres", "mesh_to_image", "truth_to_mesh", "segment_otsu",
-           "segment", "disk_mask", "smoothness_prior", "baseline_reconstruction", "fit_truth_geometry", "score",
+           "segment", "disk_mask", "baseline_reconstruction", "fit_truth_geometry", "score",
            "KTCResult", "reconstruct_ktc", "METHODS"]
 
 #: the truth pixel grid in the jaxeit convention (row index = +y); flipud gives the truth frame
@@ -195,6 +198,9 @@ def baseline_reconstruction(dataset: EITDataset, mesh: Mesh, *, sigma0: float = 
     0.05². Their values (σ0 = 1, z = 1e-6, variance 0.05² with currents in mA)
     are converted to SI: σ0 = 1e-3 S/m, z = 1e-3 Ω·m², variance (0.05e-3)².
 
+    The operator is :class:`jaxeit.recon.linear.LinearGN` with W = Γ_n⁻¹,
+    R = LᵀL and λ = 1.
+
     Returns:
         (E,) Δσ (S/m) on ``mesh``.
     """
@@ -204,23 +210,9 @@ def baseline_reconstruction(dataset: EITDataset, mesh: Mesh, *, sigma0: float = 
     vref = np.abs(dataset.reference[m])
     a, b = noise
     var = ((a / 100) * vref) ** 2 + ((b / 100) * vref.max()) ** 2
-    jac = np.asarray(model.jacobian(jnp.full(mesh.n_elements, sigma0)))
-    L = _prior(mesh, (0.05 * sigma0) ** 2) if prior is None else prior
-    jw = jac / var[:, None]
-    return np.linalg.solve(jac.T @ jw + L.T @ L, jw.T @ dv)
-
-
-_PRIORS: dict = {}
-
-
-def _prior(mesh: Mesh, variance: float) -> np.ndarray:
-    """:func:`smoothness_prior` with the organisers' correlation length, cached per mesh and variance."""
-    key = (id(mesh), float(variance))
-    if key not in _PRIORS:
-        if len(_PRIORS) > 4:
-            _PRIORS.clear()
-        _PRIORS[key] = (mesh, smoothness_prior(mesh, 0.115, variance))
-    return _PRIORS[key][1]
+    L = smoothness_prior(mesh, 0.115, (0.05 * sigma0) ** 2) if prior is None else prior
+    op = LinearGN.build(model, background=sigma0, param="linear", prior=L.T @ L, lam=1.0, weights=1.0 / var)
+    return np.asarray(op.solve(dv))
 
 
 # -- geometry from the truth images -----------------------------------------------------
@@ -287,20 +279,16 @@ def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw",
 
 # -- pipeline ------------------------------------------------------------------------------
 
-METHODS = {
+#: the KTC pipeline's own preset; every other method is one of :data:`jaxeit.recon.METHODS`, run on the
+#: nonlinear difference data (one-step and bp: linear difference) with KTC weights, then segmented
+PRESETS = {
     "baseline": "organisers' reference: linearised one-step at σ0 = 1 (their units), their Gaussian smoothness "
                 "prior and noise model, three-class Otsu",
-    "one-step": "linearised one-step difference, Laplace prior, calibrated background, KTC weights, Otsu",
-    "gn": "nonlinear difference GN on log σ, Laplace prior, calibrated background, KTC weights, Otsu",
-    "tv": "nonlinear difference TV (PD-IPM on σ), calibrated background, KTC weights, Otsu",
-    "tv-log": "nonlinear difference TV of log σ (lagged diffusivity), KTC weights, Otsu",
-    "gn-map": "nonlinear difference MAP: GN on log σ with the organisers' prior and noise model, calibrated "
-              "background, free uniform drift, Otsu",
-    "inr": "implicit neural representation fitted to the nonlinear difference data, KTC weights, Otsu",
-    "inr+tv": "INR with a total-variation regulariser, nonlinear difference data, KTC weights, Otsu",
-    "diff-inr": "INR with the shipped diffusion prior (score distillation), nonlinear difference data, KTC "
-                "weights, Otsu",
 }
+#: name → description of the methods :func:`reconstruct_ktc` accepts (the presets and the registry)
+METHODS = {**PRESETS, **{name: f"{cls.description}; calibrated background, difference data, KTC weights "
+                               f"(gn-gaussian: whitened by the organisers' noise model), Otsu"
+                         for name, cls in RECON_METHODS.items()}}
 
 
 @dataclasses.dataclass
@@ -326,7 +314,8 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
                     segmentation: str = "otsu", segment_level: float = 0.25, **options) -> KTCResult:
     """Reconstruct one KTC2023 target at its level, segment it and (with ``truth``) score it.
 
-    ``method``: a key of :data:`METHODS`. ``segmentation``: ``"otsu"``
+    ``method``: a key of :data:`METHODS` (``"baseline"`` or a name of
+    :data:`jaxeit.recon.METHODS`, whose options go in ``options``). ``segmentation``: ``"otsu"``
     (:func:`segment_otsu`, the organisers' rule, default) or ``"sided"``
     (:func:`segment` of the image minus its median). ``problem``: a prepared
     :class:`ImagingProblem` to reuse (its weights must suit the method).
@@ -335,23 +324,20 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
     t0 = time.perf_counter()
     if method == "baseline":
         contrast = baseline_reconstruction(dataset, mesh, **options)
-    elif method == "gn-map":
-        if problem is None:
+    else:
+        if method in ("one-step", "gn", "lm"):
+            options.setdefault("prior", "laplace")
+        spec = resolve(method, **options)
+        if spec.name == "gn-gaussian" and problem is None:  # the MAP needs data whitened by the noise std
             base = prepare(dataset, mesh, calibration=calibration)
             w = noise_weights(base.dataset.reference[base.dataset.mask], 5e-4, 1e-4, normalise=False)
             problem = prepare(dataset, mesh, calibration=base.calibration, weights=w)
-        variance = options.pop("variance", 0.05 ** 2)
-        result = gn_gaussian(problem.model, problem.difference_data(), sigma0=problem.sigma_bg,
-                             prior=_prior(mesh, variance), **options)
-        contrast = np.log(np.asarray(result.sigma) / result.background)
-    elif method in ("one-step", "gn", "tv", "tv-log", "inr", "inr+tv", "diff-inr"):
         prob = problem or prepare(dataset, mesh, calibration=calibration, weights="ktc")
-        if method in ("one-step", "gn"):
-            options.setdefault("prior", "laplace")
-        result = reconstruct_dataset(prob, method=method, mode="difference", **options)
-        contrast = np.log(np.maximum(np.asarray(result.sigma), 1e-3 * prob.sigma_bg) / prob.sigma_bg)
-    else:
-        raise ValueError(f"unknown method {method!r}; choose one of {sorted(METHODS)}")
+        result = reconstruct_dataset(prob, method=spec, mode="difference")
+        if spec.name == "gn-gaussian":  # its background includes the fitted uniform drift
+            contrast = np.log(np.asarray(result.sigma) / result.background)
+        else:
+            contrast = np.log(np.maximum(np.asarray(result.sigma), 1e-3 * prob.sigma_bg) / prob.sigma_bg)
     image = mesh_to_image(mesh, contrast)
     seg = segment_otsu(image) if segmentation == "otsu" else segment(image - np.median(image[disk_mask()]),
                                                                       level=segment_level)

@@ -1,4 +1,4 @@
-"""Mesh operators for regularisation: element adjacency, TV differences, priors."""
+"""Mesh operators for regularisation: element adjacency and TV differences (priors: :mod:`jaxeit.recon.linear`)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import numpy as np
 
 from ..mesh import Mesh
 
-__all__ = ["element_adjacency", "difference_operator", "prior_matrix"]
+__all__ = ["element_adjacency", "difference_operator"]
 
 
 def element_adjacency(mesh: Mesh):
@@ -41,21 +41,3 @@ def difference_operator(mesh: Mesh, weighted: bool = True) -> np.ndarray:
     d[rows, pairs[:, 1]] = -w
     return d
 
-
-def prior_matrix(mesh: Mesh, kind: str, jtj_diag: np.ndarray | None = None) -> np.ndarray:
-    """(E, E) float64 regularisation matrix R of a quadratic prior ‖σ‖²_R.
-
-    ``"tikhonov"``: identity. ``"noser"``: diag(JᵀJ) (Cheney et al. 1990; needs
-    ``jtj_diag``). ``"laplace"``: DᵀD with D the unweighted element-difference
-    operator (a discrete Laplacian smoothness prior; Adler & Guardo 1996 style).
-    """
-    if kind == "tikhonov":
-        return np.eye(mesh.n_elements)
-    if kind == "noser":
-        if jtj_diag is None:
-            raise ValueError("the NOSER prior needs diag(JᵀJ)")
-        return np.diag(np.asarray(jtj_diag))
-    if kind == "laplace":
-        d = difference_operator(mesh, weighted=False)
-        return d.T @ d + 1e-6 * np.eye(mesh.n_elements)  # tiny ridge: the constant is in the null space
-    raise ValueError(f"prior must be 'tikhonov', 'noser' or 'laplace', got {kind!r}")

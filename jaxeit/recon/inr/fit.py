@@ -2,8 +2,12 @@
 
 Each iteration — INR evaluation at element centroids and on the grid, the FEM
 solve and its adjoint (``custom_linear_solve``), the regularisers, and the Adam
-update — is one jitted function; ``chunk`` iterations run inside a
-``lax.scan`` per call, with a tqdm bar over chunks. The evaluation points are
+update — is one step of the iterative driver (:func:`jaxeit.recon.driver.iterate`):
+``chunk`` iterations run inside one compiled ``lax.while_loop`` per call, with a
+tqdm bar over chunks, exactly ``max_iter`` iterations in all. The driver stops
+a diverging fit (a non-finite loss, or a data misfit ``divergence_factor``
+times the smallest so far) at the last good parameters, with status
+``"diverged"``. The evaluation points are
 fixed, so their Fourier features are computed once per fit and each step runs
 only the MLP, in one pass over the centroids and the grid pixels inside the
 domain.
@@ -21,20 +25,21 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 from flax import nnx
-from tqdm.auto import tqdm
 
-from ..forward import ForwardModel
-from ..grid import Grid, domain_mask
-from ..recon.classical import fit_homogeneous
-from ..recon.result import Result
+from ...forward import ForwardModel
+from ...grid import Grid, domain_mask
+from ..classical import fit_homogeneous
+from ..driver import CONTINUE, DIVERGED, iterate
+from ..method import Method
+from ..result import Result
 from .bandwidth import DEFAULT_KAPPA, bandwidth_for_mesh
 from .model import INR, FourierFeatures, domain_frame, factor_features, normalise_coordinates
-from .regularizers import Regularizer, as_pytree
+from .regularizers import Regularizer, as_pytree, total_variation
 
-__all__ = ["INRConfig", "fit_inr", "inr_reconstruct", "render", "make_problem", "data_loss"]
+__all__ = ["INRConfig", "INRFit", "INRTV", "fit_inr", "render", "make_problem", "data_loss", "domain_grid"]
 
 
-@dataclasses.dataclass(frozen=True)
+@dataclasses.dataclass(frozen=True, kw_only=True)
 class INRConfig:
     """Settings of an INR reconstruction (defaults: Diff-INR §4.4 where it gives them)."""
 
@@ -44,10 +49,11 @@ class INRConfig:
     depth: int = 4
     learning_rate: float = 0.01  # §4.4: Adam, lr 0.01
     final_lr_fraction: float = 0.1  # cosine decay to this fraction (beyond the paper: a steadier last iterate)
-    iterations: int = 600
+    max_iter: int = 600  # Adam iterations (exactly this many unless the fit diverges)
     grid_size: int = 32  # regularisers see the INR on this grid (Diff-INR uses the prior's size)
     chunk: int = 50  # iterations per jitted scan call
     factor_features: bool = True  # low-rank factors of the fixed features when cheaper (equal to float32 rounding)
+    divergence_factor: float = 100.0  # stop ("diverged") when the data misfit exceeds this × its minimum so far
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -66,7 +72,7 @@ class Problem:
     points: jax.Array  # (E + G, 2) float32, normalised
     features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step);
     #                             with feature_basis: their (r, E + G) coefficients in it
-    feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.inr.model.factor_features
+    feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.recon.inr.model.factor_features
     grid_index: jax.Array  # (G,) int32 flat indices of the inside pixels in the (H, W) grid
     mask: jax.Array  # (H, W) bool
     background: jax.Array  # σ_bg
@@ -82,10 +88,16 @@ class Problem:
     def with_features(self, features: FourierFeatures, factor: bool = True) -> Problem:
         """This problem with the features of ``points`` precomputed (exact, as B is not trained) and,
         with ``factor``, stored as low-rank factors when that makes the first layer cheaper
-        (:func:`~jaxeit.inr.model.factor_features`: equal to float32 rounding)."""
+        (:func:`~jaxeit.recon.inr.model.factor_features`: equal to float32 rounding)."""
         cols = features.columns(self.points)
         basis, coeffs = factor_features(cols) if factor else (None, cols)
         return dataclasses.replace(self, features=coeffs, feature_basis=basis)
+
+
+def domain_grid(mesh, size: int) -> Grid:
+    """The (size × size) grid over the mesh's normalised frame [-1, 1]² (centre ± scale): the regularisers' grid."""
+    centre, scale = domain_frame(mesh)
+    return Grid.square(scale, size, centre=centre)
 
 
 def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None, *,
@@ -96,7 +108,7 @@ def make_problem(model: ForwardModel, v, grid_size: int, background: float | Non
     out of the evaluation points; the regulariser image is then all ones.
     """
     centre, scale = domain_frame(model.mesh)
-    grid = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, grid_size, grid_size)
+    grid = domain_grid(model.mesh, grid_size)
     bg = fit_homogeneous(model, v) if background is None else float(background)
     mask = np.asarray(domain_mask(grid, model.mesh))
     inside = np.flatnonzero(mask.ravel()) if evaluate_grid else np.zeros(0, np.int64)
@@ -142,22 +154,34 @@ def _optimizer(config: INRConfig, total_steps):
     return optax.adam(schedule)
 
 
-@functools.partial(jax.jit, static_argnames=("graphdef", "config"))
-def _run_chunk(params, opt_state, key, rest, model, v, prob, regs, weights, total_steps, *, graphdef, config):
-    """``config.chunk`` Adam iterations in one ``lax.scan``; everything but the structure is an argument,
-    so repeated fits of same-sized problems reuse the compiled code."""
-    optimizer = _optimizer(config, total_steps)
-    loss_fn = functools.partial(_loss, graphdef=graphdef, rest=rest, model=model, v=v, prob=prob,
-                                regs=regs, weights=weights)
+@dataclasses.dataclass(frozen=True)
+class _INRStep:
+    """One Adam iteration of an INR fit, for :func:`~jaxeit.recon.driver.iterate` (hashable: the network's
+    structure and the settings that shape the compiled step; everything else is an argument).
 
-    def step(carry, k):
-        params, opt_state = carry
-        (_, (d, r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, k)
-        updates, opt_state = optimizer.update(grads, opt_state, params)
-        return (optax.apply_updates(params, updates), opt_state), (d, r)
+    state = (params, opt_state, previous params, iteration, smallest data misfit so far).
+    """
 
-    (params, opt_state), (d, r) = jax.lax.scan(step, (params, opt_state), jax.random.split(key, config.chunk))
-    return params, opt_state, d, r
+    graphdef: nnx.GraphDef
+    config: INRConfig
+
+    def __call__(self, state, rest, model, v, prob, regs, weights, total_steps, key):
+        params, opt_state, _, it, best = state
+        optimizer = _optimizer(self.config, total_steps)
+        loss_fn = functools.partial(_loss, graphdef=self.graphdef, rest=rest, model=model, v=v, prob=prob,
+                                    regs=regs, weights=weights)
+        chunk = self.config.chunk  # the keys of iteration i: split(fold_in(key, i // chunk), chunk)[i % chunk]
+        k = jax.random.split(jax.random.fold_in(key, it // chunk), chunk)[it % chunk]
+        (loss, (d, r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, k)
+        updates, new_opt = optimizer.update(grads, opt_state, params)
+        new_params = optax.apply_updates(params, updates)
+        bad = ~jnp.isfinite(loss) | (d > self.config.divergence_factor * best)
+        # diverged: keep the parameters before the step that led here (their loss was finite)
+        state = jax.tree.map(lambda keep, new: jnp.where(bad, keep, new),
+                             (state[2], opt_state), (new_params, new_opt))
+        info = {"objective": d + r, "data": d, "regulariser": r, "residual": jnp.sqrt(d)}
+        status = jnp.where(bad, DIVERGED, CONTINUE).astype(jnp.int32)
+        return (*state, params, it + 1, jnp.minimum(best, d).astype(best.dtype)), info, status
 
 
 def render(inr: INR, grid: Grid, frame) -> np.ndarray:
@@ -166,32 +190,8 @@ def render(inr: INR, grid: Grid, frame) -> np.ndarray:
     return np.asarray(inr(pts), dtype=np.float64).reshape(grid.shape)
 
 
-def inr_reconstruct(model: ForwardModel, v, *, method: str = "inr", tv_weight: float = 1e-4,
-                    regularizers: Sequence[tuple[float, Regularizer]] = (), key=None, progress: bool = False,
-                    background: float | None = None, **config) -> Result:
-    """``reconstruct`` entry for ``"inr"`` and ``"inr+tv"``: INRConfig fields as keyword options.
-
-    ``tv_weight`` weighs the TV of the relative image on the grid (``"inr+tv"``);
-    extra ``regularizers`` are added to either method.
-    """
-    from ..grid import domain_mask as _mask
-    from .regularizers import total_variation
-
-    cfg = INRConfig(**config)
-    regs = list(regularizers)
-    if method == "inr+tv":
-        centre, scale = domain_frame(model.mesh)
-        g = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale,
-                 cfg.grid_size, cfg.grid_size)
-        regs.append((tv_weight, total_variation(_mask(g, model.mesh), pixel_size=2.0 / cfg.grid_size)))
-    elif method != "inr":
-        raise ValueError(f"method must be 'inr' or 'inr+tv', got {method!r}")
-    return fit_inr(model, v, regularizers=regs, config=cfg, key=key, background=background,
-                   progress=progress, method=method)
-
-
 def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regularizer]] = (),
-            config: INRConfig = INRConfig(), key=None, background: float | None = None,
+            config: INRConfig = INRConfig(), key=None, sigma0: float | None = None,
             progress: bool = False, method: str = "inr") -> Result:
     """Fit σ_θ to voltages ``v`` (M,) float64: min_θ ‖F(σ_θ) − v‖²/‖v‖² + Σ wᵢ Rᵢ(σ_θ on the grid / σ_bg).
 
@@ -201,44 +201,90 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
         config: :class:`INRConfig`.
         key: PRNG key for the Fourier features, the weights and stochastic regularisers
             (default ``PRNGKey(0)``).
-        background: σ_bg; default the homogeneous fit of ``v``.
+        sigma0: σ_bg, the INR's background; default the homogeneous fit of ``v``.
 
     Returns:
         :class:`~jaxeit.recon.Result` with element values (σ_θ at the centroids),
-        the grid image, per-iteration ``"data"``/``"regulariser"`` losses, and in
-        ``extras`` the fitted ``inr`` and its ``frame`` for :func:`render`.
+        the grid image, per-iteration ``"objective"``, ``"data"``, ``"regulariser"``
+        and ``"residual"`` (√data), the status, and in ``extras`` the fitted
+        ``inr`` and its ``frame`` for :func:`render`.
     """
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(0) if key is None else key
     v = jnp.asarray(v, jnp.float64)
-    prob, grid = make_problem(model, v, config.grid_size, background, evaluate_grid=bool(regularizers))
+    prob, grid = make_problem(model, v, config.grid_size, sigma0, evaluate_grid=bool(regularizers))
     k_init, k_loop = jax.random.split(key)
     inr = INR(bandwidth=bandwidth_for_mesh(model.mesh, config.kappa), background=prob.background,
               n_features=config.n_features, width=config.width, depth=config.depth,
               rngs=nnx.Rngs(params=k_init))
     prob = prob.with_features(inr.features, factor=config.factor_features)
     graphdef, params, rest = nnx.split(inr, nnx.Param, ...)
-    n_chunks = -(-config.iterations // config.chunk)
-    total = n_chunks * config.chunk
-    opt_state = _optimizer(config, float(total)).init(params)
+    total = jnp.asarray(config.max_iter, jnp.float32)
+    opt_state = _optimizer(config, total).init(params)
     regs = tuple(as_pytree(fn) for _, fn in regularizers)
     weights = jnp.asarray([float(w) for w, _ in regularizers], jnp.float32)
-    # the iteration count is not part of the compiled step (it only sets the traced schedule length)
-    run = functools.partial(_run_chunk, graphdef=graphdef, config=dataclasses.replace(config, iterations=0))
-    hist = {"data": [], "regulariser": [], "residual": []}
-    bar = tqdm(range(n_chunks), desc=method, disable=not progress, leave=False)
-    for c in bar:
-        params, opt_state, d, r = run(params, opt_state, jax.random.fold_in(k_loop, c), rest, model, v, prob,
-                                      regs, weights, jnp.asarray(total, jnp.float32))
-        hist["data"] += np.asarray(d).tolist()
-        hist["regulariser"] += np.asarray(r).tolist()
-        bar.set_postfix(data=f"{float(d[-1]):.3g}", reg=f"{float(r[-1]):.3g}")
-    inr = nnx.merge(graphdef, params, rest)
-    hist["residual"] = np.sqrt(hist["data"]).tolist()
+    # only the step's structure is static: the iteration count sets the traced schedule length
+    shape = INRConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(INRConfig)})
+    step = _INRStep(graphdef, dataclasses.replace(shape, max_iter=1))
+    state = (params, opt_state, params, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float64))
+    run = iterate(step, state, (rest, model, v, prob, regs, weights, total, k_loop), max_iter=config.max_iter,
+                  chunk=config.chunk, progress=progress, desc=method)
+    inr = nnx.merge(graphdef, run.state[0], rest)
     frame = domain_frame(model.mesh)
     sigma = np.asarray(inr(prob.centroids), dtype=np.float64)
-    return Result(sigma=sigma, method=method, history=hist, n_iter=total,
+    return Result(sigma=sigma, method=method, history=run.history, n_iter=run.n_iter, status=run.status,
                   wall_time=time.perf_counter() - t0, background=float(prob.background),
-                  options=dict(dataclasses.asdict(config), weights=np.asarray(weights).tolist()),
+                  options=dict(dataclasses.asdict(shape), weights=np.asarray(weights).tolist()),
                   image=np.where(np.asarray(prob.mask), render(inr, grid, frame), np.nan),
                   extras=dict(inr=inr, frame=frame, grid=grid, mask=np.asarray(prob.mask)))
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class INRFit(INRConfig, Method):
+    """An implicit neural representation (Fourier features + MLP) fitted by Adam (Diff-INR §3.2).
+
+    Options: the :class:`INRConfig` fields, ``sigma0`` (the INR's background σ_bg,
+    default the homogeneous fit of ``v``), ``key``, ``progress`` and extra
+    ``regularizers`` ((weight, fn) pairs, see :func:`fit_inr`).
+    """
+
+    name = "inr"
+    description = "implicit neural representation (Fourier features + MLP), Adam (Diff-INR §3.2)"
+    _positive = ("kappa", "learning_rate", "final_lr_fraction", "divergence_factor")
+    _counts = ("max_iter", "n_features", "width", "depth", "grid_size", "chunk")
+
+    sigma0: float | None = None
+    key: jax.Array | None = None
+    progress: bool = False
+    regularizers: tuple = ()
+
+    def __post_init__(self):
+        super().__post_init__()
+        if self.sigma0 is not None and np.ndim(self.sigma0) != 0:
+            raise ValueError(f"{self.name}: sigma0 (the INR's background) must be a float, "
+                             f"got shape {np.shape(self.sigma0)}")
+        if self.final_lr_fraction > 1:
+            raise ValueError(f"{self.name}: final_lr_fraction must be in (0, 1], got {self.final_lr_fraction}")
+
+    def _regularizers(self, model) -> list:
+        return list(self.regularizers)
+
+    def run(self, model, v, reference=None) -> Result:
+        return fit_inr(model, v, regularizers=self._regularizers(model), config=self, key=self.key,
+                       sigma0=self.sigma0, progress=self.progress, method=self.name)
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class INRTV(INRFit):
+    """:class:`INRFit` with ``tv_weight`` × the total variation of its relative image on the grid."""
+
+    name = "inr+tv"
+    description = "INR with a total-variation regulariser on its grid rendering"
+    _nonnegative = ("tv_weight",)
+
+    tv_weight: float = 1e-4
+
+    def _regularizers(self, model) -> list:
+        g = domain_grid(model.mesh, self.grid_size)
+        tv = total_variation(domain_mask(g, model.mesh), pixel_size=2.0 / self.grid_size)
+        return [*self.regularizers, (self.tv_weight, tv)]

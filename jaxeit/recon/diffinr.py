@@ -24,14 +24,21 @@ it was not tuned to that one phantom.
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .forward import ForwardModel
-from .recon.result import Result
+from ..grid import Grid, domain_mask
+from ..io_utils import atomic_path
+from ..priors import load_pretrained
+from ..priors.shapes import normalize
+from .inr.fit import INRFit, domain_grid, render
+from .inr.regularizers import total_variation
+from .result import Result
 
-__all__ = ["SDSRegularizer", "diff_inr_reconstruct", "timestep_analysis"]
+__all__ = ["SDSRegularizer", "DiffINR", "timestep_analysis"]
 
 
 @jax.tree_util.register_pytree_node_class
@@ -81,8 +88,6 @@ class SDSRegularizer:
         """Relative image (n, n) → prior units. Outside the mask: the median inside (the prior's
         padding rule); the padding value and the min/max ends are held fixed (stop-gradient), so
         the gradient reaches the inside pixels only, as 2/(hi − lo)·∂L/∂x."""
-        from .priors.shapes import normalize
-
         inside = jnp.where(self.mask, image, jnp.nan)
         fill = jax.lax.stop_gradient(jnp.nanmedian(inside))
         filled = jnp.where(self.mask, image, fill)
@@ -110,40 +115,49 @@ class SDSRegularizer:
         return obj
 
 
-def diff_inr_reconstruct(model: ForwardModel, v, *, prior=None, sds_weight: float = 3e-3, tv_weight: float = 0.0,
-                         t_range=(50, 400), fixed_t: int | None = None, weighting: str = "constant",
-                         key=None, progress: bool = False, background: float | None = None,
-                         **config) -> Result:
-    """``reconstruct(model, v, "diff-inr", ...)``: INR + λ_sds·SDS (+ λ_tv·TV) in one jitted step.
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class DiffINR(INRFit):
+    """Diff-INR: an INR + λ_sds·SDS (+ λ_tv·TV) in one jitted step (Diff-INR eq. 14).
 
     ``prior`` defaults to the shipped pretrained prior; the regulariser grid is
-    the prior's. ``background``: σ_bg of the INR (default: the homogeneous fit
-    of ``v``). Other keyword options are :class:`jaxeit.inr.INRConfig` fields.
+    the prior's (``grid_size`` None → the prior's size; another size is an
+    error). ``t_range`` / ``fixed_t`` / ``weighting``: see :class:`SDSRegularizer`.
+    Other options: those of :class:`~jaxeit.recon.inr.INRFit`.
     """
-    from .grid import Grid, domain_mask
-    from .inr.fit import INRConfig, fit_inr
-    from .inr.model import domain_frame
-    from .inr.regularizers import total_variation
 
-    if prior is None:
-        from .priors import load_pretrained
+    name = "diff-inr"
+    description = "INR regularised by the shipped diffusion prior through score distillation (Diff-INR)"
+    _positive = INRFit._positive + ("sds_weight",)
+    _nonnegative = ("tv_weight",)
+    _counts = tuple(c for c in INRFit._counts if c != "grid_size")
 
-        prior = load_pretrained()
-    n = prior.image_size
-    cfg = INRConfig(**{"grid_size": n, **config})
-    if cfg.grid_size != n:
-        raise ValueError(f"Diff-INR renders on the prior's {n}×{n} grid; got grid_size={cfg.grid_size}")
-    centre, scale = domain_frame(model.mesh)
-    g = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, n, n)
-    mask = domain_mask(g, model.mesh)
-    regs = [(sds_weight, SDSRegularizer(prior, mask, t_range=t_range, fixed_t=fixed_t, weighting=weighting))]
-    if tv_weight > 0:
-        regs.append((tv_weight, total_variation(mask, pixel_size=2.0 / n)))
-    res = fit_inr(model, v, regularizers=regs, config=cfg, key=key, background=background, progress=progress,
-                  method="diff-inr")
-    res.options.update(sds_weight=sds_weight, tv_weight=tv_weight, t_range=tuple(t_range), fixed_t=fixed_t,
-                       weighting=weighting)
-    return res
+    grid_size: int | None = None
+    prior: object = None
+    sds_weight: float = 3e-3
+    tv_weight: float = 0.0
+    t_range: tuple = (50, 400)
+    fixed_t: int | None = None
+    weighting: str = "constant"
+
+    def _prior(self):
+        return load_pretrained() if self.prior is None else self.prior
+
+    def run(self, model, v, reference=None) -> Result:
+        prior = self._prior()
+        n = prior.image_size
+        if self.grid_size not in (None, n):
+            raise ValueError(f"diff-inr renders on the prior's {n}×{n} grid; got grid_size={self.grid_size}")
+        spec = dataclasses.replace(self, grid_size=n, prior=prior)
+        return INRFit.run(spec, model, v, reference)
+
+    def _regularizers(self, model) -> list:
+        n = self.prior.image_size
+        mask = domain_mask(domain_grid(model.mesh, n), model.mesh)
+        regs = [*self.regularizers, (self.sds_weight, SDSRegularizer(self.prior, mask, t_range=self.t_range,
+                                                                       fixed_t=self.fixed_t, weighting=self.weighting))]
+        if self.tv_weight > 0:
+            regs.append((self.tv_weight, total_variation(mask, pixel_size=2.0 / n)))
+        return regs
 
 
 def timestep_analysis(result: Result, prior, ts=(50, 150, 300, 500, 800), *, key=None, path=None):
@@ -152,15 +166,11 @@ def timestep_analysis(result: Result, prior, ts=(50, 150, 300, 500, 800), *, key
     Returns a dict t → (x_t, ε̂, ε̂ − ε) arrays (n, n) and, with ``path``, saves a
     3 × len(ts) figure atomically.
     """
-    from .inr.fit import render
-
-    from .grid import Grid
-
     key = jax.random.PRNGKey(0) if key is None else key
     inr, frame = result.extras["inr"], result.extras["frame"]
     n = prior.image_size
     centre, scale = frame
-    g = Grid(centre[0] - scale, centre[0] + scale, centre[1] - scale, centre[1] + scale, n, n)
+    g = Grid.square(scale, n, centre=centre)
     grid_mask = result.extras.get("mask")
     if grid_mask is None or np.shape(grid_mask) != (n, n):  # fitted on another grid: use the inscribed disk
         grid_mask = np.hypot(*np.meshgrid(g.x - centre[0], g.y - centre[1])) < scale
@@ -173,8 +183,6 @@ def timestep_analysis(result: Result, prior, ts=(50, 150, 300, 500, 800), *, key
         out[int(t)] = (np.asarray(x_t), np.asarray(eps_hat), np.asarray(eps_hat - eps))
     if path is not None:
         from matplotlib.figure import Figure
-
-        from .plot import save_figure
 
         fig = Figure(figsize=(2.4 * len(ts), 7.2))
         axes = fig.subplots(3, len(ts), squeeze=False)
@@ -190,5 +198,7 @@ def timestep_analysis(result: Result, prior, ts=(50, 150, 300, 500, 800), *, key
                 if i == 0:
                     ax.set_title(f"t = {t}")
         fig.colorbar(im, ax=axes[2, :].tolist(), shrink=0.8)
-        save_figure(fig, path)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp)
     return out
+

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..mesh import Mesh
+from ...mesh import Mesh
 from .model import domain_frame
 
 __all__ = ["mesh_resolution", "bandwidth_for_mesh", "DEFAULT_KAPPA"]

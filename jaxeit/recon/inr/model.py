@@ -3,7 +3,7 @@
 σ_θ(x) = σ_bg · exp(MLP_θ(γ(x̃))),  γ(x̃) = [cos 2πBx̃, sin 2πBx̃],  B ∈ ℝ^{m×2}, B_ij ~ N(0, σ_b²),
 
 with x̃ the coordinates normalised to the domain's [-1, 1]² box (Diff-INR §3.2)
-and σ_b the bandwidth (see :mod:`jaxeit.inr.bandwidth`). The exponential
+and σ_b the bandwidth (see :mod:`jaxeit.recon.inr.bandwidth`). The exponential
 around a background estimate keeps σ positive and makes the network model
 relative contrast; the last layer starts small so σ_θ ≈ σ_bg at the start.
 Defaults follow Diff-INR §4.4: 4 fully connected layers of 128 units (ReLU)
