@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "jaxeit"
 
 #: layers, lowest first: a module may import its own layer and those below it, never one above
 LAYERS = [
-    {"content_hash", "io_utils", "machine", "parallel", "training"},  # utilities
+    {"content_hash", "io_utils", "machine", "parallel", "signals", "progress", "compilation_cache", "training"},  # utilities
     {"mesh", "protocol"},
     {"forward", "grid", "noise", "metrics", "io", "phantoms"},
     {"priors"},  # the diffusion prior (a network and its sampler) that Diff-INR uses

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..protocol import Protocol
+from ..protocol import Protocol, check_patterns
 
 __all__ = ["EITDataset", "data_dir"]
 
@@ -227,8 +227,6 @@ def _array(data: dict, key: str, shape, path, *, dtype=np.float64) -> np.ndarray
 
 def _check_file_patterns(path, currents_lp, meas_lk, cur_name: str, meas_name: str) -> None:
     """Check a file's (L, P) currents and (L, K) measurement columns; errors name the file and the column."""
-    from ..protocol import check_patterns
-
     try:
         check_patterns(np.asarray(currents_lp).T, np.asarray(meas_lk).T)
     except ValueError as e:
