@@ -43,7 +43,6 @@ import matplotlib.tri as mtri
 import numpy as np
 from matplotlib.colors import BoundaryNorm, ListedColormap, Normalize
 from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 
 from jaxeit import metrics as jm

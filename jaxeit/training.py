@@ -74,7 +74,7 @@ from .signals import Interrupted, StopSignals
 __all__ = ["TrainState", "OptimizerConfig", "make_optimizer", "learning_rate_schedule", "init_state",
            "make_train_step", "ema_decay_at", "Checkpointer", "Checkpoint", "CHECKPOINT_FORMAT", "config_hash",
            "train_loop", "LoopResult", "StopReason", "TrainingInterrupted", "EarlyStopping", "epoch_batches",
-           "checkpoint_summary", "save_arrays", "load_arrays", "count_params"]
+           "checkpoint_summary", "save_arrays", "load_arrays", "read_meta", "count_params"]
 
 #: The version tag of the checkpoint format written by :class:`Checkpointer`.
 CHECKPOINT_FORMAT = "jaxeit.training/1"
@@ -303,6 +303,23 @@ def _unflatten_like(path: Path, data: dict, template):
                              "was it written with another configuration?")
         out.append(jnp.asarray(arr))
     return jax.tree_util.tree_unflatten(treedef, out)
+
+
+def read_meta(path) -> dict:
+    """The JSON header of a file of :func:`save_arrays` (e.g. a saved model's kind and config).
+
+    Raises:
+        FileNotFoundError: if ``path`` does not exist.
+        ValueError: if the file is unreadable (the message names it).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist")
+    try:
+        with np.load(path) as z:
+            return json.loads(str(z["meta_json"]))
+    except Exception as exc:  # noqa: BLE001 - any corruption reads the same
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); is it a saved jaxeit model?") from exc
 
 
 def load_arrays(path, template):

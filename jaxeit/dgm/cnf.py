@@ -47,7 +47,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -58,7 +57,7 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, host_normal, host_rng, host_zeros, load_arrays,
+from .training import (FitConfig, count_params, fit, host_normal, host_rng, host_zeros, load_arrays, read_meta,
                        save_arrays, split_model)
 
 __all__ = ["CNFConfig", "ConditionalFlow", "CNF", "haar_squeeze", "haar_unsqueeze", "nll_loss", "train_cnf"]
@@ -511,8 +510,7 @@ class CNF:
 
     @classmethod
     def load(cls, path) -> "CNF":
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta_json"]))
+        meta = read_meta(path)
         config = CNFConfig.from_dict(meta["config"])
         _, params, rest = _init(config)
         (params, rest), meta = load_arrays(path, (params, rest))

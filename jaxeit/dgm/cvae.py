@@ -35,7 +35,6 @@ from __future__ import annotations
 import dataclasses
 import functools
 import hashlib
-import json
 import time
 from pathlib import Path
 
@@ -45,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, host_normal, host_ones, host_zeros, load_arrays,
+from .training import (FitConfig, count_params, fit, host_normal, host_ones, host_zeros, load_arrays, read_meta,
                        save_arrays, split_model)
 
 __all__ = ["CVAEConfig", "VAE", "LatentMLP", "CVAE", "vae_loss", "latent_loss", "train_cvae"]
@@ -266,8 +265,7 @@ class CVAE:
 
     @classmethod
     def load(cls, path) -> "CVAE":
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta_json"]))
+        meta = read_meta(path)
         config = CVAEConfig.from_dict(meta["config"])
         _, vp, _, mp = CVAE.init(config)
         m = config.n_measurements

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 from pathlib import Path
@@ -40,13 +39,12 @@ import numpy as np
 from flax import nnx
 from jax.tree_util import Partial
 
-from ..parallel import data_mesh
 from ..priors.unet import UNetConfig, abstract_params, init_params
 from ..recon.result import Result
 from .sampling import csd_star, pc_sample
 from .sde import VESDE, VPSDE, _bcast, get_sde
 from .training import fit as fit_model
-from .training import FitConfig, count_params, load_arrays, save_arrays
+from .training import FitConfig, count_params, load_arrays, read_meta, save_arrays
 
 __all__ = ["ScoreConfig", "ScoreModel", "dsm_loss", "network_time", "score_apply", "train_score"]
 
@@ -334,8 +332,7 @@ class ScoreModel:
 
     @classmethod
     def load(cls, path) -> "ScoreModel":
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta_json"]))
+        meta = read_meta(path)
         config = ScoreConfig.from_dict(meta["config"])
         template = _zeros_like_abstract(config)
         (params, ema), meta = load_arrays(path, (template, template))
@@ -409,14 +406,7 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
     data = ((imgs - config.shift) / config.scale).astype(np.float32)
     fit = config.fit
     n = len(data)
-    spe = n // fit.batch_size
-    if spe < 1:
-        raise ValueError(f"{n} images are fewer than one batch of {fit.batch_size}")
-    mesh = data_mesh(devices)
-    if fit.batch_size % mesh.size:
-        raise ValueError(f"batch_size {fit.batch_size} cannot be split over {mesh.size} devices: use a "
-                         f"multiple of {mesh.size} or fewer devices (devices=...)")
-    total = spe * fit.epochs
+    total = (n // fit.batch_size) * fit.epochs   # batch and device checks: jaxeit.dgm.training.fit
 
     init_key, train_key = jax.random.split(key)
     graphdef = _graphdef(config.unet_config())

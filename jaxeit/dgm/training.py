@@ -40,11 +40,11 @@ from flax import nnx
 from .. import training
 from ..parallel import data_mesh, replicate
 from ..training import (Checkpointer, EarlyStopping, OptimizerConfig, TrainState, checkpoint_summary,
-                        count_params, epoch_batches, load_arrays, save_arrays)
+                        count_params, epoch_batches, load_arrays, read_meta, save_arrays)
 
 __all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
            "epoch_batches", "host_rng", "host_normal", "host_zeros", "host_ones",
-           "checkpoint_summary", "save_arrays", "load_arrays", "FitResult"]
+           "checkpoint_summary", "save_arrays", "load_arrays", "read_meta", "FitResult"]
 
 
 @dataclasses.dataclass(frozen=True)
