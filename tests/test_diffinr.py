@@ -56,6 +56,43 @@ def test_sds_rejects_bad_settings(prior):
         SDSRegularizer(prior, mask, t_range=(500, 100))
     with pytest.raises(ValueError, match="weighting"):
         SDSRegularizer(prior, mask, weighting="magic")
+    with pytest.raises(ValueError, match="weight_schedule"):
+        SDSRegularizer(prior, mask, weight_schedule="step")
+    with pytest.raises(ValueError, match="t_schedule"):
+        SDSRegularizer(prior, mask, t_schedule="reverse")
+    with pytest.raises(ValueError, match="n_draws"):
+        SDSRegularizer(prior, mask, n_draws=0)
+
+
+def _disk_case(prior):
+    n = prior.image_size
+    yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
+    mask = np.hypot(xx, yy) < 1
+    return mask, jnp.asarray(1.0 + 0.5 * (np.hypot(xx - 0.3, yy) < 0.3), jnp.float32)
+
+
+def test_sds_draws_are_averaged_and_schedules_follow_the_run(prior):
+    mask, image = _disk_case(prior)
+    key = jax.random.PRNGKey(3)
+    many = SDSRegularizer(prior, mask, t_range=(100, 300), n_draws=4)
+    one = SDSRegularizer(prior, mask, t_range=(100, 300))
+    g_many = np.asarray(jax.grad(many)(image, key))
+    # the mean of the four single-draw gradients with the same keys
+    g_each = [np.asarray(jax.grad(one)(image, k)) for k in jax.random.split(key, 4)]
+    np.testing.assert_allclose(g_many, np.mean(g_each, axis=0), rtol=1e-4, atol=1e-7)
+    # λ schedules: "linear" reaches 0 at the end of the run, "warmup" is 0 at its start
+    lin = SDSRegularizer(prior, mask, weight_schedule="linear")
+    warm = SDSRegularizer(prior, mask, weight_schedule="warmup")
+    assert float(jnp.abs(jax.grad(lin)(image, key, 1.0)).max()) == 0.0
+    assert float(jnp.abs(jax.grad(warm)(image, key, 0.0)).max()) == 0.0
+    np.testing.assert_allclose(np.asarray(jax.grad(lin)(image, key, 0.0)), np.asarray(jax.grad(one)(image, key)),
+                               rtol=1e-5, atol=1e-8)
+    # annealed t: at the end of the run every draw has t = t_min
+    ann = SDSRegularizer(prior, mask, t_range=(100, 300), t_schedule="anneal")
+    x = ann.normalise(image)
+    ts_end = {int(ann.sample(x, k, 1.0)[0]) for k in jax.random.split(key, 8)}
+    ts_start = {int(ann.sample(x, k, 0.0)[0]) for k in jax.random.split(key, 8)}
+    assert ts_end == {100} and all(100 <= t <= 300 for t in ts_start) and len(ts_start) > 1
 
 
 def test_diff_inr_end_to_end(prior, small_disk, tmp_path):
@@ -71,6 +108,10 @@ def test_diff_inr_end_to_end(prior, small_disk, tmp_path):
     assert set(out) == {50, 300} and (tmp_path / "steps.png").exists()
     with pytest.raises(ValueError, match="grid"):
         reconstruct(fm, v, DiffINR(prior=prior, grid_size=32, max_iter=1, chunk=1))
+    # the SDS options reach the regulariser and run in the same compiled fit
+    res2 = reconstruct(fm, v, "diff-inr", prior=prior, max_iter=20, chunk=20, n_features=32, width=32, depth=2,
+                       n_draws=2, weight_schedule="linear", t_schedule="anneal", key=jax.random.PRNGKey(1))
+    assert res2.status == "max_iter" and np.all(np.isfinite(res2.sigma))
 
 
 def test_diff_inr_stops_when_it_diverges(prior, small_disk):

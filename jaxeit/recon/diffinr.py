@@ -38,7 +38,10 @@ from .inr.fit import INRFit, domain_grid, render
 from .inr.regularizers import total_variation
 from .result import Result
 
-__all__ = ["SDSRegularizer", "DiffINR", "timestep_analysis"]
+__all__ = ["SDSRegularizer", "DiffINR", "timestep_analysis", "WEIGHT_SCHEDULES"]
+
+#: Schedules of the SDS weight over a run (see :class:`SDSRegularizer`).
+WEIGHT_SCHEDULES = ("constant", "linear", "warmup")
 
 
 @jax.tree_util.register_pytree_node_class
@@ -53,11 +56,27 @@ class SDSRegularizer:
         t_range: (t_min, t_max) inclusive, integer steps; ignored if ``fixed_t``.
         fixed_t: use this step always.
         weighting: ``"constant"`` (w = 1) or ``"snr"`` (w = √(1−ᾱ_t)/√ᾱ_t, RED-diff).
+        n_draws: noise draws (t, ε) per step, their SDS gradients averaged (lower variance,
+            one batched U-Net call).
+        weight_schedule: the factor on λ_sds over the run (fraction f = iteration / max_iter):
+            ``"constant"`` (1), ``"linear"`` (1 − f, the data term alone at the end) or
+            ``"warmup"`` (min(1, 5f): the data term shapes the image first).
+        t_schedule: ``"uniform"`` (t ~ U[t_min, t_max]) or ``"anneal"`` (t ~ U[t_min,
+            t_max − (t_max − t_min)·f]: coarse structure first, fine detail last).
     """
 
-    def __init__(self, prior, mask, *, t_range=(50, 400), fixed_t: int | None = None, weighting: str = "constant"):
+    uses_fraction = True   # called as fn(image, key, fraction) by the INR fit
+
+    def __init__(self, prior, mask, *, t_range=(50, 400), fixed_t: int | None = None, weighting: str = "constant",
+                 n_draws: int = 1, weight_schedule: str = "constant", t_schedule: str = "uniform"):
         if weighting not in ("constant", "snr"):
             raise ValueError(f"weighting must be 'constant' or 'snr', got {weighting!r}")
+        if weight_schedule not in WEIGHT_SCHEDULES:
+            raise ValueError(f"weight_schedule must be one of {WEIGHT_SCHEDULES}, got {weight_schedule!r}")
+        if t_schedule not in ("uniform", "anneal"):
+            raise ValueError(f"t_schedule must be 'uniform' or 'anneal', got {t_schedule!r}")
+        if int(n_draws) != n_draws or n_draws < 1:
+            raise ValueError(f"n_draws must be an integer >= 1, got {n_draws}")
         n = prior.image_size
         mask = np.asarray(mask, bool)
         if mask.shape != (n, n):
@@ -73,11 +92,19 @@ class SDSRegularizer:
         self.apply = getattr(prior, "network", None) or prior.apply_fn
         self.t_range = (int(t_min), int(t_max))
         self.weighting = weighting
+        self.n_draws = int(n_draws)
+        self.weight_schedule = weight_schedule
+        self.t_schedule = t_schedule
 
-    def sample(self, x, key):
-        """(t, ε, x_t, ε̂) for a normalised image x (n, n) float32."""
+    def sample(self, x, key, fraction=0.0):
+        """(t, ε, x_t, ε̂) for a normalised image x (n, n) float32 (one draw)."""
         k_t, k_e = jax.random.split(key)
-        t = jax.random.randint(k_t, (), self.t_range[0], self.t_range[1] + 1)
+        t_min, t_max = self.t_range
+        if self.t_schedule == "anneal":
+            hi = jnp.round(t_max - (t_max - t_min) * fraction).astype(jnp.int32)
+            t = t_min + jnp.floor(jax.random.uniform(k_t) * (hi - t_min + 1)).astype(jnp.int32)
+        else:
+            t = jax.random.randint(k_t, (), t_min, t_max + 1)
         eps = jax.random.normal(k_e, x.shape, jnp.float32)
         a = self.alphas_cumprod[t]
         x_t = jnp.sqrt(a) * x + jnp.sqrt(1 - a) * eps
@@ -96,22 +123,37 @@ class SDSRegularizer:
         x, _, _ = normalize(filled, self.mask, lo=lo, hi=hi)
         return x.astype(jnp.float32)
 
-    def __call__(self, image, key):
+    def weight_factor(self, fraction):
+        """The factor on λ_sds at run fraction ``fraction`` ∈ [0, 1] (see ``weight_schedule``)."""
+        if self.weight_schedule == "linear":
+            return 1.0 - fraction
+        if self.weight_schedule == "warmup":
+            return jnp.minimum(1.0, 5.0 * fraction)
+        return 1.0
+
+    def __call__(self, image, key, fraction=0.0):
         x = self.normalise(image)
-        t, eps, _, eps_hat = self.sample(jax.lax.stop_gradient(x), key)
-        a = self.alphas_cumprod[t]
-        w = 1.0 if self.weighting == "constant" else jnp.sqrt(1 - a) / jnp.sqrt(a)
-        grad = jax.lax.stop_gradient(w * (eps_hat - eps))
+        xs = jax.lax.stop_gradient(x)
+
+        def one(k):
+            t, eps, _, eps_hat = self.sample(xs, k, fraction)
+            a = self.alphas_cumprod[t]
+            w = 1.0 if self.weighting == "constant" else jnp.sqrt(1 - a) / jnp.sqrt(a)
+            return w * (eps_hat - eps)
+
+        keys = jax.random.split(key, self.n_draws) if self.n_draws > 1 else key[None]
+        grad = jax.lax.stop_gradient(jnp.mean(jax.vmap(one)(keys), axis=0) * self.weight_factor(fraction))
         return jnp.sum(grad * x) / x.size
 
     def tree_flatten(self):
-        return (self.params, self.alphas_cumprod, self.mask), (self.apply, self.t_range, self.weighting)
+        return (self.params, self.alphas_cumprod, self.mask), (self.apply, self.t_range, self.weighting,
+                                                                self.n_draws, self.weight_schedule, self.t_schedule)
 
     @classmethod
     def tree_unflatten(cls, aux, leaves):
         obj = object.__new__(cls)
         obj.params, obj.alphas_cumprod, obj.mask = leaves
-        obj.apply, obj.t_range, obj.weighting = aux
+        obj.apply, obj.t_range, obj.weighting, obj.n_draws, obj.weight_schedule, obj.t_schedule = aux
         return obj
 
 
@@ -121,7 +163,8 @@ class DiffINR(INRFit):
 
     ``prior`` defaults to the shipped pretrained prior; the regulariser grid is
     the prior's (``grid_size`` None → the prior's size; another size is an
-    error). ``t_range`` / ``fixed_t`` / ``weighting``: see :class:`SDSRegularizer`.
+    error). ``t_range`` / ``fixed_t`` / ``weighting`` / ``n_draws`` / ``weight_schedule`` /
+    ``t_schedule``: see :class:`SDSRegularizer`.
     Other options: those of :class:`~jaxeit.recon.inr.INRFit`.
     """
 
@@ -129,7 +172,7 @@ class DiffINR(INRFit):
     description = "INR regularised by the shipped diffusion prior through score distillation (Diff-INR)"
     _positive = INRFit._positive + ("sds_weight",)
     _nonnegative = ("tv_weight",)
-    _counts = tuple(c for c in INRFit._counts if c != "grid_size")
+    _counts = tuple(c for c in INRFit._counts if c != "grid_size") + ("n_draws",)
 
     grid_size: int | None = None
     prior: object = None
@@ -138,6 +181,9 @@ class DiffINR(INRFit):
     t_range: tuple = (50, 400)
     fixed_t: int | None = None
     weighting: str = "constant"
+    n_draws: int = 1
+    weight_schedule: str = "constant"
+    t_schedule: str = "uniform"
 
     def _prior(self):
         return load_pretrained() if self.prior is None else self.prior
@@ -153,8 +199,9 @@ class DiffINR(INRFit):
     def _regularizers(self, model) -> list:
         n = self.prior.image_size
         mask = domain_mask(domain_grid(model.mesh, n), model.mesh)
-        regs = [*self.regularizers, (self.sds_weight, SDSRegularizer(self.prior, mask, t_range=self.t_range,
-                                                                       fixed_t=self.fixed_t, weighting=self.weighting))]
+        sds = SDSRegularizer(self.prior, mask, t_range=self.t_range, fixed_t=self.fixed_t, weighting=self.weighting,
+                             n_draws=self.n_draws, weight_schedule=self.weight_schedule, t_schedule=self.t_schedule)
+        regs = [*self.regularizers, (self.sds_weight, sds)]
         if self.tv_weight > 0:
             regs.append((self.tv_weight, total_variation(mask, pixel_size=2.0 / n)))
         return regs

@@ -123,12 +123,24 @@ def make_problem(model: ForwardModel, v, grid_size: int, background: float | Non
 
 
 def data_loss(model: ForwardModel, sigma, v, v_norm2):
-    """‖F(σ) − v‖² / ‖v‖² (dimensionless), σ (E,) cast to float64 for the FEM."""
-    r = model.voltages(sigma.astype(jnp.float64)) - v
-    return jnp.sum(r**2) / v_norm2
+    """‖F(σ) − v‖² / ‖v‖² (dimensionless), σ (E,) cast to float64 for the FEM.
+
+    A σ that overflowed (inf, or 0 after underflow) gives an infinite loss instead of
+    a singular system: the solve runs on σ = 1 and the fit's divergence test sees inf.
+    """
+    sigma = sigma.astype(jnp.float64)
+    bad = ~jnp.all(jnp.isfinite(sigma) & (sigma > 0))
+    r = model.voltages(jnp.where(bad, 1.0, sigma)) - v
+    return jnp.where(bad, jnp.inf, jnp.sum(r**2) / v_norm2)
 
 
-def _loss(params, key, *, graphdef, rest, model, v, prob: Problem, regs, weights):
+def _call_regularizer(fn, image, key, fraction):
+    """``fn(image, key)``, or ``fn(image, key, fraction)`` for a regulariser that follows the run's progress
+    (``uses_fraction = True``: e.g. a weight schedule or an annealed noise level; ``fraction`` = it / max_iter)."""
+    return fn(image, key, fraction) if getattr(fn, "uses_fraction", False) else fn(image, key)
+
+
+def _loss(params, key, fraction=0.0, *, graphdef, rest, model, v, prob: Problem, regs, weights):
     inr = nnx.merge(graphdef, params, rest)
     feats = inr.features.columns(prob.points) if prob.features is None else prob.features
     sigma = jnp.exp(inr.log_sigma_of_features(feats, prob.feature_basis))  # one MLP pass, all points
@@ -138,7 +150,7 @@ def _loss(params, key, *, graphdef, rest, model, v, prob: Problem, regs, weights
              .at[prob.grid_index].set(inside, indices_are_sorted=True, unique_indices=True)
              .reshape(prob.grid_shape))
     keys = jax.random.split(key, max(len(regs), 1))
-    reg_terms = [weights[i] * fn(image, keys[i]) for i, fn in enumerate(regs)]
+    reg_terms = [weights[i] * _call_regularizer(fn, image, keys[i], fraction) for i, fn in enumerate(regs)]
     r = sum(reg_terms) if reg_terms else jnp.zeros(())
     return d + r, (d, r)
 
@@ -172,7 +184,8 @@ class _INRStep:
                                     regs=regs, weights=weights)
         chunk = self.config.chunk  # the keys of iteration i: split(fold_in(key, i // chunk), chunk)[i % chunk]
         k = jax.random.split(jax.random.fold_in(key, it // chunk), chunk)[it % chunk]
-        (loss, (d, r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, k)
+        fraction = jnp.minimum(it / total_steps, 1.0).astype(jnp.float32)
+        (loss, (d, r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, k, fraction)
         updates, new_opt = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
         bad = ~jnp.isfinite(loss) | (d > self.config.divergence_factor * best)
@@ -197,7 +210,8 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
 
     Args:
         model: forward model on the reconstruction mesh.
-        regularizers: (weight, fn) pairs, fn(image (H, W), key) → scalar.
+        regularizers: (weight, fn) pairs, fn(image (H, W), key) → scalar (or
+            fn(image, key, fraction) with ``fn.uses_fraction = True``, fraction = iteration / max_iter).
         config: :class:`INRConfig`.
         key: PRNG key for the Fourier features, the weights and stochastic regularisers
             (default ``PRNGKey(0)``).
@@ -212,6 +226,9 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
     t0 = time.perf_counter()
     key = jax.random.PRNGKey(0) if key is None else key
     v = jnp.asarray(v, jnp.float64)
+    # σ = exp(MLP) is positive by construction; a run that overflows is caught by the fit's own
+    # divergence test (status "diverged", last good parameters), not by the forward model's checks
+    model = model.with_checks(False)
     prob, grid = make_problem(model, v, config.grid_size, sigma0, evaluate_grid=bool(regularizers))
     k_init, k_loop = jax.random.split(key)
     inr = INR(bandwidth=bandwidth_for_mesh(model.mesh, config.kappa), background=prob.background,
