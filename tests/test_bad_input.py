@@ -336,7 +336,7 @@ CLI_CASES = {
                                 "--out", str(p / "o")], "radius must be a positive finite number"),
     "train-prior --workdir a file": (lambda p: ((p / "afile").write_text("x"),
                                                 ["train-prior", "--workdir", str(p / "afile"), "--steps", "1"])[1],
-                                     "a file is where a folder is needed"),
+                                     "is a file, not a folder"),
     "--out under a file": (lambda p: ((p / "afile").write_text("x"),
                                       ["reconstruct", _npz(p, v=np.linspace(1, 2, 208)), "--method", "one-step",
                                        "--out", str(p / "afile" / "sub")])[1], "cannot write"),
