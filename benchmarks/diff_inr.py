@@ -109,7 +109,8 @@ def evaluate(stage, names_weights, cases, snrs, split, problem, cache, *, iterat
                        seconds=secs, status=status))
         done = i + 1
         eta = (time.perf_counter() - t_start) / done * (len(todo) - done)
-        log(f"[{stage}] {done}/{len(todo)} {name} w={weight:.3g} {case.family}#{case.index} {snr:g} dB: "
+        w_txt = "" if weight is None else f" w={weight:.3g}"
+        log(f"[{stage}] {done}/{len(todo)} {name}{w_txt} {case.family}#{case.index} {snr:g} dB: "
             f"SSIM {sc['SSIM']:.3f} CC {sc['CC']:.3f} RE {sc['RE']:.3f} ({secs:.1f} s, ETA {eta / 60:.0f} min)")
     return True
 
@@ -157,6 +158,10 @@ def report(cache, names, args, problem) -> str:
             rows.append([name, f"{w:.3g}" + (" **chosen**" if math.isclose(w, chosen.get(name, -1)) else ""),
                          f"{obj:.3f}", f"{ssim:.3f}", f"{cc:.3f}", div, n])
     lines += [markdown_table(["method", "weight", "objective", "SSIM", "CC", "diverged", "cases"], rows), ""]
+    edge = [n for n, w in chosen.items()
+            if any(math.isclose(w, METHODS[n][2] * m) for m in (MULTIPLIERS[0], MULTIPLIERS[-1]))]
+    if edge:
+        lines += [f"At the edge of the sweep grid (the optimum may lie beyond it): {', '.join(edge)}.", ""]
     order = ["background"] + [n for n in names]
     lines += ["## 2. Test split: means with 95 % CIs", ""]
     for snr in TEST_SNRS:
