@@ -15,7 +15,7 @@ update step with the FEM solve, its adjoint, the U-Net evaluation and Adam.
 
 Default time range: t ∈ [50, 400] of T = 1000. Diff-INR §5.3 found a sub-range
 of low-to-intermediate steps best; its numbers were lost from our copy. The
-time-step study in benchmarks/results/diff_inr.md (thorax, 50 dB) gives SSIM
+time-step study in benchmarks/results/diff_inr_earlier.md (thorax, 50 dB) gives SSIM
 0.801 for [20, 200], 0.791 for [50, 400], 0.716 for [200, 800], 0.803 at a
 fixed t = 100 and 0.674 at t = 500. Large t blur the image towards the prior's
 mean shapes. The default stays at [50, 400], within 0.01 of the best, because
