@@ -75,7 +75,7 @@ exact signed distance to the polygon (negative inside, even–odd rule) and
 
 Speed: :func:`sample_images` makes 380–900 images/s at 32×32 and ~180/s at
 64×64 on one core of a 2-core Xeon (float32; measured while the machine was
-shared, see ``benchmarks/results/prior.md``): a small fraction of a training
+shared, see ``benchmarks/results/prior_shapes32.md``): a small fraction of a training
 step, so the data are streamed, never stored. Everything here is float32,
 independent of ``jax_enable_x64``.
 """
@@ -534,7 +534,7 @@ def sample_images(key, batch: int, *, size: int = 64, config: ShapesConfig = Sha
     A deterministic function of ``(key, batch, size, config)``; the training
     stream uses ``fold_in(data_key, step)`` so any step's batch can be rebuilt.
     Throughput on one core of the 2-core Xeon used for the shipped prior: see
-    ``benchmarks/results/prior.md``.
+    ``benchmarks/results/prior_shapes32.md``.
 
     Args:
         key: a ``jax.random`` key.
