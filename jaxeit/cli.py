@@ -458,7 +458,7 @@ def _use_compilation_cache(argv: list) -> list:
         from . import compilation_cache
 
         try:
-            compilation_cache.enable()
+            compilation_cache.enable(min_compile_time_s=0.0)   # every program: a second run compiles nothing
         except ValueError as err:   # an unwritable cache folder must not stop the command
             print(f"jaxeit: compilation cache off: {err}", file=sys.stderr)
     return argv
