@@ -319,7 +319,7 @@ def read_meta(path) -> dict:
         with np.load(path) as z:
             return json.loads(str(z["meta_json"]))
     except Exception as exc:  # noqa: BLE001 - any corruption reads the same
-        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc}); is it a saved jaxeit model?") from exc
+        raise ValueError(f"{path} is unreadable ({type(exc).__name__}: {exc})") from exc
 
 
 def load_arrays(path, template):
@@ -401,6 +401,26 @@ class Checkpointer:
     def exists(self) -> bool:
         return self.path.exists()
 
+    def _unreadable(self, exc: ValueError) -> ValueError:
+        """The error for a corrupt newest checkpoint: it names the file and the intact previous one."""
+        prev = self.previous_path
+        hint = (f"; the previous checkpoint {prev} is intact: move it over {self.path.name} to resume from it"
+                if prev.exists() else "; delete it to start afresh")
+        return ValueError(f"checkpoint {exc}{hint}")
+
+    def saved_config(self) -> dict | None:
+        """The config recorded in the checkpoint (its header only), or ``None`` if there is none.
+
+        Raises:
+            ValueError: as :meth:`load` for an unreadable checkpoint.
+        """
+        if not self.path.exists():
+            return None
+        try:
+            return read_meta(self.path).get("config", {})
+        except ValueError as exc:
+            raise self._unreadable(exc) from exc
+
     def load(self, template: TrainState, *, allow_changes: tuple[str, ...] = ()) -> Checkpoint | None:
         """Read the checkpoint into the structure of ``template``; ``None`` if there is none.
 
@@ -420,10 +440,7 @@ class Checkpointer:
         try:
             data = _read_npz(self.path)
         except ValueError as exc:
-            prev = self.previous_path
-            hint = (f"; the previous checkpoint {prev} is intact: move it over {self.path.name} to resume from it"
-                    if prev.exists() else "; delete it to start afresh")
-            raise ValueError(f"checkpoint {exc}{hint}") from exc
+            raise self._unreadable(exc) from exc
         meta = data["meta_json"]
         if meta.get("format") != CHECKPOINT_FORMAT:
             raise ValueError(f"checkpoint {self.path} is not a {CHECKPOINT_FORMAT} checkpoint "
@@ -450,7 +467,7 @@ class Checkpointer:
 
 def checkpoint_summary(path) -> tuple[float, int, float, float]:
     """(wall s, steps, epochs, last logged loss) recorded in a training checkpoint."""
-    meta = _read_npz(Path(path))["meta_json"]
+    meta = read_meta(path)
     last = (meta.get("history") or [{}])[-1]
     return (float(meta.get("wall_time", 0.0)), int(meta.get("step", last.get("step", 0))),
             float(last.get("epoch", 0.0)), float(last.get("loss", float("nan"))))

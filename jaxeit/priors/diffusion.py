@@ -50,7 +50,6 @@ __all__ = [
     "discretized_gaussian_log_likelihood",
     "GaussianDiffusion",
     "EMA_DECAY",
-    "ema_update",
 ]
 
 _F32 = jnp.float32
@@ -126,11 +125,6 @@ def _extract(arr: jax.Array, t, ndim: int) -> jax.Array:
     """arr[t] reshaped to broadcast against a (B, ...) array of ``ndim`` dimensions."""
     out = jnp.asarray(arr)[jnp.asarray(t)]
     return out.reshape(out.shape + (1,) * (ndim - out.ndim))
-
-
-def ema_update(ema, params, decay):
-    """``ema ← decay · ema + (1 − decay) · params`` leafwise."""
-    return jax.tree_util.tree_map(lambda e, p: decay * e + (1.0 - decay) * p, ema, params)
 
 
 ApplyFn = Callable  # apply(params, x, t) -> (eps, v), see jaxeit.priors.unet.make_apply

@@ -222,18 +222,8 @@ def checkpointer(workdir, config: TrainConfig) -> Checkpointer:
 
 def _saved_config(workdir) -> TrainConfig | None:
     """The config recorded in ``<workdir>/checkpoint.npz`` (``None`` if there is no checkpoint)."""
-    path = Path(workdir) / CHECKPOINT_NAME
-    if not path.exists():
-        return None
-    try:
-        with np.load(path) as z:
-            meta = json.loads(str(z["meta_json"]))
-        return TrainConfig.from_dict(meta["config"])
-    except Exception as exc:  # noqa: BLE001 - report any corruption the same way
-        prev = checkpointer(workdir, TrainConfig()).previous_path
-        hint = (f"; the previous checkpoint {prev} is intact: move it over {path.name} to resume from it"
-                if prev.exists() else "; delete it or pass --fresh")
-        raise ValueError(f"checkpoint {path} is unreadable ({type(exc).__name__}: {exc}){hint}") from exc
+    saved = checkpointer(workdir, TrainConfig()).saved_config()
+    return None if saved is None else TrainConfig.from_dict(saved)
 
 
 def load_checkpoint(workdir, config: TrainConfig | None = None, *, allow_steps_change: bool = False):
