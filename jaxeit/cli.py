@@ -233,22 +233,14 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
 
 
 def _check_signal(path, arrays):
-    """Reject voltages that hold no information: all zero, constant, or equal to the reference."""
-    import numpy as np
+    """Reject voltages that hold no information (all zero, constant, equal to the reference) before meshing."""
+    from .recon import check_signal
 
-    for name, a in arrays.items():
-        a = np.asarray(a, np.float64).ravel()
-        if a.size == 0:
-            raise ValueError(f"{path}: '{name}' is empty; save the measured voltages")
-        if not np.any(a):
-            raise ValueError(f"{path}: '{name}' is all zero: there is no signal to reconstruct from; save the "
-                             "measured voltages (V) of every measurement")
-        if np.ptp(a) == 0:
-            raise ValueError(f"{path}: '{name}' is the same value ({a[0]:g}) for every measurement, which no "
-                             "conductivity produces; check that the file holds the measured voltages")
-    if "reference" in arrays and np.array_equal(np.ravel(arrays["v"]), np.ravel(arrays["reference"])):
-        raise ValueError(f"{path}: 'v' equals 'reference', so the difference data are zero; save the target "
-                         "measurement as 'v' and the empty-tank one as 'reference'")
+    try:
+        for name, a in arrays.items():
+            check_signal(a, f"'{name}'", reference=arrays.get("reference") if name == "v" else None)
+    except ValueError as err:
+        raise ValueError(f"{path}: {err}") from None
 
 
 def check_writable(*targets: Path) -> None:

@@ -17,9 +17,9 @@ from .greit import GREIT
 from .inr.fit import INRTV, INRFit
 from .linear import LinearGN, prior_matrix, smoothness_prior
 from .method import Method
-from .registry import METHODS, describe, reconstruct, resolve
+from .registry import METHODS, check_signal, describe, reconstruct, resolve
 from .result import STATUSES, Result
 
-__all__ = ["reconstruct", "resolve", "describe", "Result", "STATUSES", "METHODS", "Method", "fit_homogeneous",
+__all__ = ["reconstruct", "resolve", "describe", "check_signal", "Result", "STATUSES", "METHODS", "Method", "fit_homogeneous",
            "OneStep", "GaussNewton", "LevenbergMarquardt", "TV", "BackProjection", "TVLog", "GNGaussian", "INRFit",
            "INRTV", "DiffINR", "GREIT", "LinearGN", "prior_matrix", "smoothness_prior"]

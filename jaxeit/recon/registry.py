@@ -23,7 +23,7 @@ from .inr.fit import INRTV, INRFit, render
 from .method import Method
 from .result import Result
 
-__all__ = ["METHODS", "reconstruct", "resolve", "describe"]
+__all__ = ["METHODS", "reconstruct", "resolve", "describe", "check_signal"]
 
 #: name → options class of every reconstruction method
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
@@ -48,14 +48,16 @@ def resolve(method: str | Method, **options) -> Method:
                      f"GaussNewton(), got {type(method).__name__}")
 
 
-def _check_voltages(model: ForwardModel, v, name: str):
-    if isinstance(v, jax.core.Tracer):
-        return v
+def check_signal(v, name: str = "v", reference=None) -> np.ndarray:
+    """Voltages (M,) that carry information, as float64, or a ValueError naming ``name``.
+
+    Rejects non-finite values, all-zero and constant data, and ``v`` equal to
+    ``reference`` (no change to image). The model-free part of the input checks of
+    :func:`reconstruct`, usable before a mesh exists (the command line calls it first).
+    """
     arr = np.asarray(v, dtype=np.float64)
-    if arr.shape != (model.n_measurements,):
-        raise ValueError(f"{name} must have shape ({model.n_measurements},) to match the protocol's "
-                         f"measurements, got {arr.shape}; restrict the protocol with Protocol.subset if "
-                         "some measurements are missing")
+    if arr.size == 0:
+        raise ValueError(f"{name} is empty: pass the measured voltages")
     bad = ~np.isfinite(arr)
     if bad.any():
         raise ValueError(f"{name} contains {int(bad.sum())} NaN/inf values (first at index "
@@ -64,9 +66,25 @@ def _check_voltages(model: ForwardModel, v, name: str):
         raise ValueError(f"{name} is all zero: no current reached the electrodes or the data were not recorded; "
                          "check the file and the measurement protocol")
     if arr.size > 1 and np.ptp(arr) == 0:
-        raise ValueError(f"{name} is constant ({arr[0]:.6g} everywhere): these are not EIT measurements "
-                         "(differences of electrode potentials vary with the injection); check the file")
+        raise ValueError(f"{name} is constant, the same value ({arr.ravel()[0]:.6g}) for every measurement: these "
+                         "are not EIT measurements (differences of electrode potentials vary with the injection); "
+                         "check the file")
+    if reference is not None and np.array_equal(arr.ravel(), np.ravel(reference)):
+        ref = "'reference'" if name.startswith("'") else "reference"
+        raise ValueError(f"{name} equals {ref}: there is no change to image (the same file twice?); the target "
+                         "measurement is v, the empty-tank one the reference")
     return arr
+
+
+def _check_voltages(model: ForwardModel, v, name: str):
+    if isinstance(v, jax.core.Tracer):
+        return v
+    arr = np.asarray(v, dtype=np.float64)
+    if arr.shape != (model.n_measurements,):
+        raise ValueError(f"{name} must have shape ({model.n_measurements},) to match the protocol's "
+                         f"measurements, got {arr.shape}; restrict the protocol with Protocol.subset if "
+                         "some measurements are missing")
+    return check_signal(arr, name)
 
 
 def reconstruct(model: ForwardModel, v, method: str | Method = "gn", *, reference=None, grid=None,
