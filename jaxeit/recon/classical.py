@@ -29,8 +29,9 @@ import numpy as np
 
 from ..forward import ForwardModel
 from .driver import CONTINUE, CONVERGED, LINE_SEARCH_FAILED, iterate, line_search_status
-from .linear import PRIORS, LinearGN, prior_matrix, smoothness_prior
+from .linear import PRIORS, LinearGN, prior_triplets, smoothness_prior
 from .method import Iterative, Method, sigma_start
+from .normal import SparsePattern, solve_normal
 from .operators import element_adjacency
 from .result import Result
 
@@ -61,10 +62,6 @@ def fit_homogeneous(model: ForwardModel, v, sigma_init: float = 1.0) -> float:
     if not np.isfinite(c) or c <= 0:
         raise ValueError("could not fit a homogeneous conductivity: check the sign and units of the voltages")
     return c
-
-
-def _scaled_weight(alpha, jtj_diag, r):
-    return alpha * jnp.mean(jtj_diag) / jnp.mean(jnp.diag(r))
 
 
 def _check_prior(name, prior):
@@ -114,31 +111,32 @@ class OneStep(Method):
 
 # -- Gauss–Newton / Levenberg–Marquardt ----------------------------------------------
 
-def _objective(model, s, v, r, lam, s_prior):
+def _objective(model, s, v, prior, r, lam, s_prior):
     res = model.voltages(jnp.exp(s)) - v
     d = s - s_prior
-    return 0.5 * jnp.dot(res, res) + 0.5 * lam * jnp.dot(d, r @ d), res
+    return 0.5 * jnp.dot(res, res) + 0.5 * lam * jnp.dot(d, prior.matvec(r, d)), res
 
 
-def _gn_iteration(state, model, v, r, lam, s_prior, v_norm, tol, lm):
+def _gn_iteration(state, model, v, prior, r, lam, s_prior, v_norm, tol, lm):
     """One regularised Gauss–Newton step on s = log σ with a vectorised line search.
 
     Without ``lm`` a step that lowers no trial objective ends the run
     (line search failed); with ``lm`` (Levenberg–Marquardt) μ·diag(JᵀJ) damps the
-    normal matrix, μ ÷ 3 after a decrease and × 4 (step rejected) otherwise.
+    normal matrix, μ ÷ 3 after a decrease and × 4 (step rejected) otherwise. ``prior`` is the
+    :class:`~jaxeit.recon.normal.SparsePattern` of R and ``r`` its values; the normal equations
+    are solved without forming JᵀJ (:func:`~jaxeit.recon.normal.solve_normal`).
     """
     s, mu, last_res = state
     sigma = jnp.exp(s)
     jac = model.jacobian(sigma) * sigma[None, :]  # chain rule for log σ
-    jtj = jac.T @ jac
-    f0, res = _objective(model, s, v, r, lam, s_prior)
-    grad = jac.T @ res + lam * r @ (s - s_prior)
-    hess = jtj + lam * r + mu * jnp.diag(jnp.diag(jtj))
-    delta = -jax.scipy.linalg.solve(hess, grad, assume_a="pos")
+    f0, res = _objective(model, s, v, prior, r, lam, s_prior)
+    grad = jac.T @ res + lam * prior.matvec(r, s - s_prior)
+    damping = mu * jnp.sum(jac**2, axis=0)  # μ·diag(JᵀJ)
+    delta = -solve_normal(jac, prior, prior.values(jnp.zeros(prior.slot.shape[0]), damping) + lam * r, grad)
     # positivity is automatic in log σ; bound the step so no element changes by more than e^3
     delta = delta * jnp.minimum(1.0, 3.0 / jnp.max(jnp.abs(delta)))
     cand = s[None, :] + _LINE_SEARCH_STEPS[:, None] * delta[None, :]
-    f_cand, res_cand = jax.vmap(lambda c: _objective(model, c, v, r, lam, s_prior))(cand)
+    f_cand, res_cand = jax.vmap(lambda c: _objective(model, c, v, prior, r, lam, s_prior))(cand)
     best = jnp.argmin(f_cand)
     f_new = f_cand[best]
     improved = f_new < f0
@@ -171,10 +169,13 @@ def gauss_newton(model: ForwardModel, v, *, sigma0=None, alpha: float = 10.0, pr
     s = jnp.log(start)
     jac0 = model.jacobian(start) * start[None, :]
     jtj_diag = jnp.sum(jac0**2, axis=0)
-    r = jnp.asarray(prior_matrix(model.mesh, prior, np.asarray(jtj_diag)))
-    lam = _scaled_weight(alpha, jtj_diag, r)
+    rows, cols, values = prior_triplets(model.mesh, prior, np.asarray(jtj_diag))
+    pattern = SparsePattern.from_triplets(rows, cols, model.n_elements, model.solver)
+    r_values = pattern.values(jnp.asarray(values))
+    lam = alpha * jnp.mean(jtj_diag) / jnp.mean(pattern.diagonal(r_values))
     state = (s, jnp.asarray(1e-2 if lm else 0.0), jnp.asarray(jnp.nan))
-    run = iterate(_gn_iteration, state, (model, v, r, lam, s, jnp.linalg.norm(v), tol, jnp.asarray(lm)),
+    run = iterate(_gn_iteration, state,
+                  (model, v, pattern, r_values, lam, s, jnp.linalg.norm(v), tol, jnp.asarray(lm)),
                   max_iter=max_iter, progress=progress, desc="LM" if lm else "GN")
     return Result(sigma=np.asarray(jnp.exp(run.state[0])), method=name, history=run.history, n_iter=run.n_iter,
                   status=run.status, wall_time=time.perf_counter() - t0,
@@ -215,10 +216,13 @@ class LevenbergMarquardt(GaussNewton):
 
 # -- total variation: primal–dual interior point ---------------------------------------
 
-def _tv_iteration(state, model, v, pairs, lengths, alpha_tv, floor, v_norm, tol, beta_min, beta_factor):
+def _tv_iteration(state, model, v, pairs, lengths, laplacian, alpha_tv, floor, v_norm, tol, beta_min,
+                  beta_factor):
     """One PD-IPM iteration (Borsic, Graham, Adler, Lionheart 2010) for
     min_σ ½‖F(σ) − v‖² + α Σ_k l_k |σ_a − σ_b|, dual x ∈ [−1, 1] per interior edge,
-    then β ← max(β·factor, β_min)."""
+    then β ← max(β·factor, β_min). ``laplacian`` is the :class:`~jaxeit.recon.normal.SparsePattern`
+    of the weighted element-adjacency Laplacian (triplets aa, bb, ab, ba per pair); the normal
+    equations are solved without forming JᵀJ (:func:`~jaxeit.recon.normal.solve_normal`)."""
     sigma, x, beta = state
     n = sigma.shape[0]
     diff = lambda s: lengths * (s[pairs[:, 0]] - s[pairs[:, 1]])  # noqa: E731
@@ -231,10 +235,9 @@ def _tv_iteration(state, model, v, pairs, lengths, alpha_tv, floor, v_norm, tol,
     k = 1.0 - x * y / eta
     # Dᵀ diag(k/η) D is a weighted graph Laplacian on the element adjacency: scatter it
     w = alpha_tv * (k / eta) * lengths**2
-    a, b = pairs[:, 0], pairs[:, 1]
-    hess = (jac.T @ jac).at[a, a].add(w).at[b, b].add(w).at[a, b].add(-w).at[b, a].add(-w)
     grad = jac.T @ res + alpha_tv * diff_t(x)
-    delta = -jax.scipy.linalg.solve(hess + 1e-12 * jnp.trace(hess) / n * jnp.eye(n), grad, assume_a="pos")
+    ridge = 1e-12 * (jnp.sum(jac**2) + 2.0 * jnp.sum(w)) / n   # 1e-12 of the mean diagonal: a safety ridge
+    delta = -solve_normal(jac, laplacian, laplacian.values(jnp.concatenate([w, w, -w, -w]), ridge), grad)
     dx = -x + y / eta + (k / eta) * diff(delta)
     # largest dual step keeping |x| ≤ 1 (the dual feasibility rule of PD-IPM)
     lim = jnp.where(dx > 0, (1.0 - x) / jnp.maximum(dx, 1e-300),
@@ -248,7 +251,7 @@ def _tv_iteration(state, model, v, pairs, lengths, alpha_tv, floor, v_norm, tol,
 
     cand = jnp.maximum(sigma[None, :] + _LINE_SEARCH_STEPS[:, None] * delta[None, :], floor)
     f_cand, r_cand = jax.vmap(objective)(cand)
-    f0, _ = objective(sigma)
+    f0 = 0.5 * jnp.dot(res, res) + alpha_tv * jnp.sum(jnp.sqrt(y**2 + beta))  # objective(σ), residual known
     best = jnp.argmin(f_cand)
     f_new = f_cand[best]
     improved = f_new < f0
@@ -301,7 +304,11 @@ class TV(Iterative):
         alpha_tv = self.alpha * c * float(jnp.mean(jnp.sum(jac0**2, axis=0))) / h**3
         scale = (c * h) ** 2
         state = (sigma, jnp.zeros(len(pairs)), jnp.asarray(self.beta0 * scale))
-        args = (model, v, jnp.asarray(pairs), jnp.asarray(lengths), alpha_tv, 1e-3 * c, jnp.linalg.norm(v),
+        a, b = pairs[:, 0], pairs[:, 1]
+        laplacian = SparsePattern.from_triplets(np.concatenate([a, b, a, b]), np.concatenate([a, b, b, a]),
+                                                model.n_elements, model.solver)
+        args = (model, v, jnp.asarray(pairs), jnp.asarray(lengths), laplacian, alpha_tv, 1e-3 * c,
+                jnp.linalg.norm(v),
                 self.tol, self.beta_min * scale, self.beta_factor)
         run = iterate(_tv_iteration, state, args, max_iter=self.max_iter, progress=self.progress,
                       desc="TV (PD-IPM)")

@@ -35,30 +35,51 @@ import numpy as np
 
 from ..forward import ForwardModel
 from ..mesh import Mesh
-from .operators import difference_operator
+from .operators import element_adjacency
 
-__all__ = ["LinearGN", "apply_step", "prior_matrix", "smoothness_prior", "PRIORS"]
+__all__ = ["LinearGN", "apply_step", "prior_matrix", "prior_triplets", "smoothness_prior", "PRIORS"]
 
 #: names of the quadratic priors (the matrix R of ‖σ‖²_R)
 PRIORS = ("tikhonov", "noser", "kotre", "laplace")
 
 
-def prior_matrix(mesh: Mesh, kind: str, jtj_diag: np.ndarray | None = None, *, p: float = 0.2) -> np.ndarray:
-    """(E, E) float64 regularisation matrix R of a quadratic prior ‖σ‖²_R (names: module notes).
+def prior_triplets(mesh: Mesh, kind: str, jtj_diag: np.ndarray | None = None, *, p: float = 0.2):
+    """The regularisation matrix R of a quadratic prior ‖σ‖²_R as coordinate triplets (sparse form).
 
-    ``jtj_diag`` (E,) is diag(JᵀWJ), needed by ``"noser"`` and ``"kotre"``.
+    Returns ``(rows, cols, values)`` (host int64, int64, float64 arrays; repeated entries add up),
+    the same matrix as :func:`prior_matrix`. ``jtj_diag`` (E,) is diag(JᵀWJ), needed by
+    ``"noser"`` and ``"kotre"``.
     """
+    n = mesh.n_elements
+    diag = np.arange(n)
     if kind == "tikhonov":
-        return np.eye(mesh.n_elements)
+        return diag, diag, np.ones(n)
     if kind in ("noser", "kotre"):
         if jtj_diag is None:
             raise ValueError(f"the {kind!r} prior needs diag(JᵀJ): pass jtj_diag")
         d = np.asarray(jtj_diag, np.float64)
-        return np.diag(d if kind == "noser" else d ** p)
+        return diag, diag, (d if kind == "noser" else d ** p)
     if kind == "laplace":
-        d = difference_operator(mesh, weighted=False)
-        return d.T @ d + 1e-6 * np.eye(mesh.n_elements)  # tiny ridge: the constant is in the null space
+        # DᵀD for the unweighted difference operator D: the element-adjacency graph Laplacian,
+        # with a tiny ridge (the constant is in its null space)
+        pairs, _ = element_adjacency(mesh)
+        a, b = pairs[:, 0].astype(np.int64), pairs[:, 1].astype(np.int64)
+        ones = np.ones(len(a))
+        return (np.concatenate([a, b, a, b, diag]), np.concatenate([a, b, b, a, diag]),
+                np.concatenate([ones, ones, -ones, -ones, np.full(n, 1e-6)]))
     raise ValueError(f"prior must be one of {PRIORS} or an (E, E) matrix, got {kind!r}")
+
+
+def prior_matrix(mesh: Mesh, kind: str, jtj_diag: np.ndarray | None = None, *, p: float = 0.2) -> np.ndarray:
+    """(E, E) float64 regularisation matrix R of a quadratic prior ‖σ‖²_R (names: module notes).
+
+    ``jtj_diag`` (E,) is diag(JᵀWJ), needed by ``"noser"`` and ``"kotre"``; the dense form of
+    :func:`prior_triplets`.
+    """
+    rows, cols, values = prior_triplets(mesh, kind, jtj_diag, p=p)
+    out = np.zeros((mesh.n_elements, mesh.n_elements))
+    np.add.at(out, (rows, cols), values)
+    return out
 
 
 _SMOOTHNESS: dict = {}
