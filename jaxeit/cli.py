@@ -1,4 +1,4 @@
-"""The ``jaxeit`` command.
+"""The jaxeit command.
 
     jaxeit demo [--out out/] [--quick]             simulate the thorax phantom and reconstruct it (writes a figure)
     jaxeit reconstruct FILE --method tv            reconstruct from an .npz of voltages, a KIT4 or a KTC2023 file
@@ -6,10 +6,13 @@
     jaxeit train-prior --workdir DIR [options]     train the diffusion prior of Diff-INR
     jaxeit benchmark NAME [--quick]                run a benchmark script (writes benchmarks/results/*.md)
 
-``jaxeit <command> --help`` shows each command's options and examples. Expected
-errors (bad input files or data, bad options, an output that cannot be written)
-are printed as one line (``jaxeit: error: ...``), not a traceback, and exit with
-status 2; outputs are checked for writability before any computing.
+'jaxeit <command> --help' shows each command's options and examples. Expected
+errors (bad input files or data, bad options, an output that cannot be written
+or already exists) are printed as one line ('jaxeit: error: ...'), not a
+traceback, and exit with status 2; outputs are checked before any computing.
+A data file that is not found where given is looked up in the real-data folder
+($JAXEIT_DATA, else ../shared/data beside the source checkout), so
+'jaxeit reconstruct kit4/datamat_4_1.mat' works from any folder.
 """
 
 from __future__ import annotations
@@ -125,6 +128,46 @@ def data_kind(path: Path) -> str:
     raise ValueError(f"{path}: expected an .npz of voltages or a KIT4 / KTC2023 .mat file")
 
 
+def resolve_data_path(path: Path) -> Path:
+    """``path`` if it exists; else, for a relative path, the same path inside the real-data folder
+    (:func:`jaxeit.io.data_dir`: ``$JAXEIT_DATA`` or ``../shared/data`` beside the checkout) when it is
+    there. Otherwise ``path`` unchanged (the caller reports it as missing)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    from .io import data_dir
+
+    inside = data_dir() / path
+    return inside if inside.exists() else path
+
+
+def output_stem(path: Path, kind: str, method: str, level: int) -> str:
+    """The name of a reconstruction's outputs: ``<stem>_<method>``, with the level for KTC2023
+    (``data1_L4_gn-gaussian``), so runs of other methods or levels never share a file."""
+    return f"{Path(path).stem}_L{level}_{method}" if kind == "ktc" else f"{Path(path).stem}_{method}"
+
+
+def check_new(*targets: Path, overwrite: bool = False) -> None:
+    """A ValueError when one of ``targets`` exists and ``overwrite`` is off (checked before computing)."""
+    if overwrite:
+        return
+    for target in map(Path, targets):
+        if target.exists():
+            raise ValueError(f"{target} already exists; pass --overwrite to replace it or choose another --out")
+
+
+def method_descriptions(kind: str) -> dict[str, str]:
+    """Each method ``jaxeit reconstruct`` accepts for a file of ``kind``, with its one-line description."""
+    from .recon import METHODS
+
+    if kind == "ktc":
+        from .realdata.ktc import METHODS as KTC_METHODS
+
+        return {name: (METHODS[name].description if name in METHODS else str(KTC_METHODS[name]).split(";")[0])
+                for name in sorted(KTC_METHODS)}
+    return {name: METHODS[name].description for name in sorted(METHODS)}
+
+
 def methods_for(kind: str) -> list[str]:
     """The reconstruction methods ``jaxeit reconstruct`` accepts for a file of ``kind``."""
     if kind == "ktc":
@@ -149,8 +192,15 @@ def _iteration_option(method: str, iterations: int | None) -> dict:
 def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0, n_electrodes: int = 16,
                      width: float = 0.2, h: float | None = None, contact_impedance: float = 0.01,
                      electrode_model: str = "cem", iterations: int | None = None, reference: Path | None = None,
-                     level: int = 1, patterns: str = "all") -> Path:
-    """Reconstruct one measurement file and write ``<out>/<stem>_<method>.npz`` and a PNG figure.
+                     level: int = 1, patterns: str = "all", overwrite: bool = False,
+                     quiet: bool | None = None) -> Path:
+    """Reconstruct one measurement file and write ``<out>/<name>.npz`` and a PNG figure.
+
+    ``<name>`` is :func:`output_stem`: ``<stem>_<method>``, and ``<stem>_L<level>_<method>`` for
+    KTC2023. An existing output stops the run before any computing unless ``overwrite``. A
+    relative ``path`` (or ``reference``) not found is looked up in the real-data folder
+    (:func:`resolve_data_path`). Progress (stages, an iteration bar) goes to stderr unless
+    ``quiet`` (``None``: ``JAXEIT_QUIET``).
 
     * ``.npz`` holding ``v`` (M,) and optionally ``reference`` (M,): a gmsh disk of
       ``radius`` with ``n_electrodes`` electrodes of ``width``, the adjacent protocol
@@ -169,31 +219,48 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     Returns the .npz path. Raises ``FileNotFoundError`` / ``ValueError`` with a
     one-line message for missing files, unknown methods and bad data.
     """
-    path = Path(path)
+    from .progress import Progress
+
+    path = resolve_data_path(path)
     kind = data_kind(path)
     allowed = methods_for(kind)
     if method not in allowed:
         raise ValueError(f"unknown method {method!r} for a {kind.upper()} file; choose one of: {', '.join(allowed)}")
-    if reference is not None and not Path(reference).is_file():
-        raise FileNotFoundError(f"reference file {reference} does not exist")
-    target = Path(out) / f"{path.stem}_{method}.npz"
-    check_writable(target, target.with_suffix(".png"))  # before any computing
+    if reference is not None:
+        reference = resolve_data_path(reference)
+        if not reference.is_file():
+            raise FileNotFoundError(f"reference file {reference} does not exist")
+    target = Path(out) / f"{output_stem(path, kind, method, level)}.npz"
+    check_new(target, target.with_suffix(".png"), overwrite=overwrite)   # before any computing
+    check_writable(target, target.with_suffix(".png"))
+    progress = Progress(quiet)
+    opts = _iteration_option(method, iterations)
+    if not progress.quiet and _has_option(method, "progress"):
+        opts["progress"] = True   # the iteration bar with its ETA
     if kind == "npz":
         _reconstruct_npz(path, target, method=method, radius=radius, n_electrodes=n_electrodes, width=width,
                          h=_NPZ_H if h is None else h, contact_impedance=contact_impedance,
-                         electrode_model=electrode_model, iterations=iterations)
+                         electrode_model=electrode_model, options=opts, progress=progress)
     elif kind == "kit4":
-        _reconstruct_kit4(path, target, method=method, h=_KIT4_H if h is None else h, iterations=iterations,
-                          reference=reference, patterns=patterns)
+        _reconstruct_kit4(path, target, method=method, h=_KIT4_H if h is None else h, options=opts,
+                          reference=reference, patterns=patterns, progress=progress)
     else:
-        _reconstruct_ktc(path, target, method=method, h=_KTC_H if h is None else h, iterations=iterations,
-                         reference=reference, level=level)
+        _reconstruct_ktc(path, target, method=method, h=_KTC_H if h is None else h, options=opts,
+                         reference=reference, level=level, progress=progress)
+    progress.stage("done")
     print(f"written {target} and {target.with_suffix('.png')}")
     return target
 
 
+def _has_option(method: str, option: str) -> bool:
+    from .recon import METHODS
+    from .recon.method import option_names
+
+    return method in METHODS and option in option_names(METHODS[method])
+
+
 def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, contact_impedance, electrode_model,
-                     iterations):
+                     options, progress):
     import numpy as np
 
     from . import ForwardModel, grid, mesh, plot, protocol
@@ -213,15 +280,17 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
             raise ValueError(f"{path}: '{name}' has {int(bad.sum())} NaN/inf values (first at index "
                              f"{int(np.flatnonzero(bad.ravel())[0])}); remove those measurements")
     _check_signal(path, arrays)
+    progress.stage(f"meshing (disk of radius {radius:g}, h = {h:g})")
     m = mesh.disk(radius=radius, n_electrodes=n_electrodes, electrode_width=width, h=h)
     fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
                       electrode_model=electrode_model)
-    opts = _iteration_option(method, iterations)
+    opts = dict(options)
     from .recon import METHODS
 
     if "reference" in arrays and METHODS[method].uses_reference != "never":
         opts["reference"] = arrays["reference"]
     g = grid.Grid.square(radius, 128)
+    progress.stage(f"reconstructing with {method} on {m.n_elements} elements (compiling first)")
     res = reconstruct(fm, arrays["v"], method, grid=g, **opts)
     with atomic_path(target) as tmp:
         np.savez(tmp, sigma=res.sigma, image=res.image, nodes=m.nodes, triangles=m.triangles,
@@ -291,7 +360,7 @@ def error_line(err: BaseException, prog: str = "jaxeit") -> str:
     return " ".join(f"{prog}: error: {msg}".split())
 
 
-def _reconstruct_kit4(path, target, *, method, h, iterations, reference, patterns):
+def _reconstruct_kit4(path, target, *, method, h, options, reference, patterns, progress):
     import numpy as np
 
     from .grid import Grid, mesh_to_grid_elements
@@ -308,12 +377,15 @@ def _reconstruct_kit4(path, target, *, method, h, iterations, reference, pattern
     mode = "absolute" if reference is None else "difference"
     if mode == "absolute" and method == "bp":
         raise ValueError("back-projection is a difference method: give --reference (the empty tank datamat_1_0.mat)")
+    progress.stage(f"meshing the KIT4 tank (h = {h:g} m)")
     mesh = kit4_mesh(h=h)
     ds = load_kit4(path, reference, patterns=patterns)
+    progress.stage("calibrating the background conductivity and contact impedances")
     cal = calibrate_dataset(ds, mesh, use="reference" if reference is not None else "voltages")
     print(f"{ds.name}: {mode} imaging on {mesh.n_elements} elements; {cal}")
+    progress.stage(f"reconstructing with {method} (compiling first)")
     res = reconstruct_dataset(prepare(ds, mesh, calibration=cal, weights="ktc"), method=method, mode=mode,
-                              **_iteration_option(method, iterations))
+                              **options)
     contrast = log_contrast(res.sigma, cal.sigma)
     image = np.asarray(mesh_to_grid_elements(mesh, Grid.square(KIT4_RADIUS, 128))(contrast))
     with atomic_path(target) as tmp:
@@ -324,7 +396,7 @@ def _reconstruct_kit4(path, target, *, method, h, iterations, reference, pattern
     plot.contrast_figure(mesh, contrast, title=f"{path.name}: {method} ({mode})", path=target.with_suffix(".png"))
 
 
-def _reconstruct_ktc(path, target, *, method, h, iterations, reference, level):
+def _reconstruct_ktc(path, target, *, method, h, options, reference, level, progress):
     import numpy as np
 
     from .io import load_ktc2023, load_ktc_truth
@@ -337,9 +409,11 @@ def _reconstruct_ktc(path, target, *, method, h, iterations, reference, level):
         raise FileNotFoundError(f"KTC2023 reference {reference} not found: give --reference (the empty tank ref.mat)")
     truth_path = path.with_name(path.name.replace("data", "true", 1))
     truth = load_ktc_truth(truth_path) if truth_path != path and truth_path.is_file() else None
+    progress.stage(f"meshing the KTC2023 tank (h = {h:g} m)")
     mesh = ktc_mesh(h=h)
     ds = load_ktc2023(path, reference, level=level)
-    res = reconstruct_ktc(ds, mesh, method, truth=truth, **_iteration_option(method, iterations))
+    progress.stage(f"calibrating and reconstructing with {method} at level {level} (compiling first)")
+    res = reconstruct_ktc(ds, mesh, method, truth=truth, **options)
     score = "" if truth is None else f", score {res.score:.3f} against {truth_path.name}"
     print(f"{ds.name}: level {level}, {mesh.n_elements} elements, {res.wall_time:.1f} s{score}")
     with atomic_path(target) as tmp:
@@ -369,17 +443,40 @@ examples:
   # 16 electrodes of width 0.2, adjacent protocol (208 measurements)
   jaxeit reconstruct data.npz --method gn --iterations 5 --h 0.1 --out out
 
+  # real data: a path not found here is looked up in $JAXEIT_DATA (default ../shared/data beside the
+  # source checkout), so these run from any folder
   # KIT4: difference image against datamat_1_0.mat found beside the file (coarse mesh, 16 patterns)
-  jaxeit reconstruct ../shared/data/kit4/datamat_4_1.mat --method gn --h 0.025 --patterns adjacent \\
-      --iterations 3 --out out
+  jaxeit reconstruct kit4/datamat_4_1.mat --method gn --h 0.025 --patterns adjacent --iterations 3 --out out
 
   # KTC2023 at difficulty level 4, segmented and scored against true1.mat beside it
-  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method baseline --level 4 --h 0.025 --out out
-  jaxeit reconstruct ../shared/data/ktc2023/training/data1.mat --method gn-gaussian --out out
+  jaxeit reconstruct ktc2023/training/data1.mat --method baseline --level 4 --h 0.025 --out out
+  jaxeit reconstruct ktc2023/training/data1.mat --method gn-gaussian --out out
 
-Methods: .npz {npz}; KIT4 {kit4}; KTC2023 {ktc}.
-Writes <out>/<stem>_<method>.npz (conductivity and image) and <out>/<stem>_<method>.png.
+Writes <out>/<stem>_<method>.npz (conductivity and image; KTC2023: <stem>_L<level>_<method>, with
+the segmentation and score) and a .png beside it; an existing output is kept unless --overwrite.
+
+methods for .npz and KIT4 files:
+{npz}
+
+methods for KTC2023 files (each on the difference data against ref.mat from the calibrated
+background, then segmented into three classes by Otsu's rule):
+{ktc}
 """
+
+
+def _method_lines(kind: str) -> str:
+    """The methods of a file kind, one description each, as plain text (no markup) for ``--help``."""
+    import re
+    import textwrap
+
+    lines = []
+    for name, text in method_descriptions(kind).items():
+        text = text.replace("`", "")
+        if kind == "ktc" and name != "baseline":  # KTC runs every method on difference data: drop "(absolute)"
+            text = re.sub(r"\s*\((absolute|difference[^)]*)\)$", "", text)
+        lines += textwrap.wrap(text, 96, initial_indent=f"  {name:<12}", subsequent_indent=" " * 14,
+                               break_on_hyphens=False)
+    return "\n".join(lines)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -404,8 +501,7 @@ def build_parser() -> argparse.ArgumentParser:
                    add_help=False)
     r = sub.add_parser("reconstruct", help="reconstruct from an .npz of voltages, a KIT4 or a KTC2023 file",
                        formatter_class=raw,
-                       epilog=_RECONSTRUCT_EXAMPLES.format(**{k: ", ".join(methods_for(k))
-                                                               for k in ("npz", "kit4", "ktc")}))
+                       epilog=_RECONSTRUCT_EXAMPLES.format(npz=_method_lines("npz"), ktc=_method_lines("ktc")))
     r.add_argument("data", type=Path, help="an .npz with 'v' (M,) and optionally 'reference' (M,), a KIT4 "
                                            "datamat_*.mat or a KTC2023 data*.mat")
     r.add_argument("--method", default="tv", help="reconstruction method (default tv; see below)")
@@ -413,6 +509,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--h", type=float, default=None,
                    help="mesh size in the data's units (default: 0.1 for .npz, 0.013 m KIT4, 0.014 m KTC2023)")
     r.add_argument("--iterations", type=int, default=None, help="iterations of iterative and INR methods")
+    r.add_argument("--overwrite", action="store_true", help="replace existing outputs (default: stop if they exist)")
+    r.add_argument("--quiet", action="store_true", help="no progress on stderr (also: JAXEIT_QUIET=1)")
     g = r.add_argument_group("real data (KIT4, KTC2023)")
     g.add_argument("--reference", type=Path, default=None,
                    help="empty-tank file (default: datamat_1_0.mat / ref.mat beside the data)")
@@ -480,7 +578,8 @@ def main(argv=None) -> int:
             reconstruct_file(args.data, method=args.method, out=args.out, radius=args.radius,
                              n_electrodes=args.electrodes, width=args.width, h=args.h, contact_impedance=args.z,
                              electrode_model=args.electrode_model, iterations=args.iterations,
-                             reference=args.reference, level=args.level, patterns=args.patterns)
+                             reference=args.reference, level=args.level, patterns=args.patterns,
+                             overwrite=args.overwrite, quiet=args.quiet or None)
     except (ValueError, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return 2

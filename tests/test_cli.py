@@ -96,18 +96,20 @@ def test_reconstruct_npz_help_example_runs(tmp_path, capsys, monkeypatch):
 
 
 @pytest.mark.parametrize("kind", ["kit4", "ktc2023"])
-def test_real_data_help_examples_run(kind, tmp_path, capsys):
+def test_real_data_help_examples_run(kind, tmp_path, capsys, monkeypatch):
     """The cheap (coarse-mesh) real-data examples of `jaxeit reconstruct --help`."""
     if kind == "kit4" and os.environ.get("JAXEIT_SLOW_TESTS") != "1":
         # ~1.5 CPU-min (calibration + GN); the same KIT4 pipeline runs in test_realdata.py::test_real_data_smoke
         pytest.skip("the KIT4 example runs with JAXEIT_SLOW_TESTS=1")
     if not (data_dir() / kind).is_dir():
         pytest.skip(f"real data not found at {data_dir() / kind} (set JAXEIT_DATA)")
-    lines = [e for e in _examples(_help(["reconstruct", "--help"], capsys), f"jaxeit reconstruct ../shared/data/{kind}")
+    lines = [e for e in _examples(_help(["reconstruct", "--help"], capsys), f"jaxeit reconstruct {kind}/")
              if "--h 0.025" in e]
     assert lines
-    argv = shlex.split(lines[0].replace("../shared/data", str(data_dir())))[1:]
+    argv = shlex.split(lines[0])[1:]   # verbatim: the relative path is found through $JAXEIT_DATA
     argv[argv.index("--out") + 1] = str(tmp_path)
+    monkeypatch.setenv("JAXEIT_DATA", str(data_dir()))
+    monkeypatch.chdir(tmp_path)
     assert cli.main(argv) == 0
     printed = capsys.readouterr().out
     files = sorted(tmp_path.glob("*.npz"))
@@ -161,3 +163,46 @@ def test_cli_turns_on_the_compilation_cache_unless_told_not_to(tmp_path, monkeyp
     finally:
         compilation_cache.disable()
     assert not jax.config.jax_enable_compilation_cache or compilation_cache.enabled_dir() is None
+
+
+def test_help_is_plain_text_with_a_line_per_method(capsys):
+    top = _help(["--help"], capsys)
+    assert "``" not in top
+    out = _help(["reconstruct", "--help"], capsys)
+    assert "`" not in out
+    from jaxeit.recon import METHODS
+
+    for name in METHODS:
+        assert f"\n  {name} " in out, name
+
+
+def _ktc_line(level, out, *extra):
+    return ["reconstruct", "ktc2023/training/data1.mat", "--method", "baseline", "--level", str(level), "--h", "0.03",
+            "--out", str(out), "--quiet", *extra]
+
+
+def test_outputs_carry_the_level_and_are_not_overwritten(tmp_path, capsys, monkeypatch):
+    if not (data_dir() / "ktc2023").is_dir():
+        pytest.skip(f"real data not found at {data_dir() / 'ktc2023'} (set JAXEIT_DATA)")
+    monkeypatch.setenv("JAXEIT_DATA", str(data_dir()))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(_ktc_line(1, tmp_path)) == 0
+    assert cli.main(_ktc_line(4, tmp_path)) == 0
+    names = sorted(p.name for p in tmp_path.glob("*.npz"))
+    assert names == ["data1_L1_baseline.npz", "data1_L4_baseline.npz"]
+    before = (tmp_path / "data1_L4_baseline.npz").stat().st_mtime_ns
+    capsys.readouterr()
+    _one_line_error(_ktc_line(4, tmp_path), capsys, "data1_L4_baseline.npz already exists", "--overwrite")
+    assert (tmp_path / "data1_L4_baseline.npz").stat().st_mtime_ns == before
+    assert cli.main(_ktc_line(4, tmp_path, "--overwrite")) == 0
+
+
+def test_repeated_npz_run_needs_overwrite(tmp_path, capsys):
+    m = mesh.disk(h=0.25, edge_refinement=0.6)
+    path = tmp_path / "data.npz"
+    np.savez(path, v=np.asarray(ForwardModel(m, protocol.adjacent(16)).voltages(jnp.ones(m.n_elements) * 1.3)))
+    argv = ["reconstruct", str(path), "--method", "one-step", "--h", "0.25", "--out", str(tmp_path), "--quiet"]
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    _one_line_error(argv, capsys, "already exists", "--overwrite")
+    assert cli.main(argv + ["--overwrite"]) == 0
