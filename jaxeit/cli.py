@@ -488,11 +488,11 @@ def build_parser() -> argparse.ArgumentParser:
     raw = argparse.RawDescriptionHelpFormatter
     d = sub.add_parser("demo", help="thorax phantom: simulate (CEM) and reconstruct; writes a figure",
                        formatter_class=raw,
-                       epilog="examples:\n  jaxeit demo --out out --quick     # coarser meshes, about 2 CPU-minutes\n"
+                       epilog="examples:\n  jaxeit demo --out out --quick     # coarser meshes, about 1 CPU-minute\n"
                               "  jaxeit demo --snr 40 --seed 1     # the full demo at 40 dB noise")
     d.add_argument("--out", type=Path, default=Path("out"), help="output folder (default: out/)")
     d.add_argument("--quick", action="store_true",
-                   help="coarser meshes, 300 INR iterations (about half the CPU time of the full demo)")
+                   help="coarser meshes, 300 INR iterations (about two thirds of the CPU time of the full demo)")
     d.add_argument("--snr", type=float, default=50.0, help="noise level in dB (default 50)")
     d.add_argument("--seed", type=int, default=0, help="noise seed")
     d.add_argument("--quiet", action="store_true", help="no progress on stderr (also: JAXEIT_QUIET=1)")
