@@ -170,7 +170,7 @@ def main(argv=None):
     sizes = list(PYEIT_H0)[:2] if args.quick else list(PYEIT_H0)
     repeats = 2 if args.quick else args.repeats
     on_cpu = jax.default_backend() == "cpu"
-    solvers = ["dense", "banded", "klu", "scipy", "cg"] if on_cpu else ["dense", "banded", "cg"]
+    solvers = ["dense", "klu", "scipy", "cg"] if on_cpu else ["dense", "cg"]
     try:
         import pyeit.mesh as pm
     except ImportError:

@@ -4,7 +4,8 @@ on the same matrix, in the same run.
 For CEM and point-electrode systems on gmsh disks of about 1k, 4k and 20k nodes (80k with --big),
 16 electrodes, adjacent drive, 208 measurements:
 
-* jaxeit, per backend (``klu``, ``banded`` up to 20k, ``scipy``, ``cg`` up to 4k): the forward
+* jaxeit, per backend (``klu``, ``scipy``, ``cg`` up to 4k; the earlier rows also time the removed
+  ``banded`` block Cholesky up to 20k): the forward
   solve ``voltages``, the (208, E) ``jacobian`` and one VJP (``grad`` of a weighted sum of the
   voltages), each a jitted call with a fresh σ (no cache can serve it): assembly, factorisation,
   solves and measurement all included.
@@ -50,9 +51,8 @@ from jaxeit.io_utils import atomic_write_text  # noqa: E402
 
 #: gmsh target edge length for each nominal size (nodes): 979, ~4.1k, ~20k, ~80k nodes
 H = {1000: 0.1, 4000: 0.034, 20000: 0.014, 80000: 0.0068}
-#: jaxeit backends timed up to this many nodes (above, they take seconds per call: banded took 12–19 s
-#: per call at 20k nodes on the loaded 2-core machine); --banded-max raises banded's
-LIMITS = {"banded": 10000, "klu": 10**9, "scipy": 10**9, "cg": 5000}
+#: jaxeit backends timed up to this many nodes (above, they take seconds per call)
+LIMITS = {"klu": 10**9, "scipy": 10**9, "cg": 5000}
 OPS = ("fwd", "jac", "vjp")
 
 
@@ -117,7 +117,7 @@ def contestants(m, model: str, analyze, limits=LIMITS):
     prot = protocol.adjacent(16)
     out = {}
     w = jnp.asarray(np.random.default_rng(1).standard_normal(prot.n_measurements))
-    for solver in ("klu", "banded", "scipy", "cg"):
+    for solver in ("klu", "scipy", "cg"):
         if m.n_nodes > limits[solver]:
             continue
         fm = ForwardModel(m, prot, electrode_model=model, solver=solver)
@@ -136,17 +136,17 @@ def contestants(m, model: str, analyze, limits=LIMITS):
     return out, ref
 
 
-def run_size(size: int, repeats: int, banded_max: int = LIMITS["banded"]) -> dict:
+def run_size(size: int, repeats: int) -> dict:
     """All timings for one nominal size, both electrode models (run in a fresh process)."""
     analyze, skip_msg = cholmod_or_none()
     t0 = time.perf_counter()
     m_cem = mesh.disk(h=H[size])
-    result = {"size": size, "repeats": repeats, "banded_max": banded_max, "nodes": m_cem.n_nodes, "elements": m_cem.n_elements, "skip": skip_msg,
+    result = {"size": size, "repeats": repeats, "nodes": m_cem.n_nodes, "elements": m_cem.n_elements, "skip": skip_msg,
               "mesh_s": time.perf_counter() - t0, "models": {}}
     rng = np.random.default_rng(0)
     for model in ("cem", "point"):
         m = m_cem if model == "cem" else m_cem.with_electrode_nodes(None)
-        cs, ref = contestants(m, model, analyze, dict(LIMITS, banded=banded_max))
+        cs, ref = contestants(m, model, analyze)
         rss, compile_s = {}, {}
         warm = jnp.asarray(1.0 + rng.random(m.n_elements))
         for key, fn in cs.items():  # compile / first call, memory after each
@@ -243,14 +243,12 @@ def main(argv=None):
     ap.add_argument("--repeats", type=int, default=9)
     ap.add_argument("--sizes", type=int, nargs="+", default=[1000, 4000, 20000], choices=sorted(H))
     ap.add_argument("--big", action="store_true", help="add the ~80k-node size (several minutes more)")
-    ap.add_argument("--banded-max", type=int, default=LIMITS["banded"],
-                    help="time the banded backend up to this many nodes (default %(default)s)")
     ap.add_argument("--add", action="store_true", help="merge with the sizes already in the JSON beside --out")
     ap.add_argument("--out", type=Path, default=RESULTS / "forward_limit.md")
     ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one size, JSON out
     args = ap.parse_args(argv)
     if args.one is not None:
-        print(json.dumps(run_size(args.one, args.repeats, args.banded_max)))
+        print(json.dumps(run_size(args.one, args.repeats)))
         return
     if jax.default_backend() != "cpu":
         print("forward_limit compares CPU solvers: run it with JAX_PLATFORMS=cpu", file=sys.stderr)
@@ -263,8 +261,7 @@ def main(argv=None):
     if args.add and previous.exists():
         results = [r for r in json.loads(previous.read_text()) if r["size"] not in sizes]
     for size in sizes:
-        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--repeats", str(args.repeats),
-                              "--banded-max", str(args.banded_max)],
+        out = subprocess.run([sys.executable, __file__, "--one", str(size), "--repeats", str(args.repeats)],
                              stdout=subprocess.PIPE, text=True, check=True)
         results.append(json.loads(out.stdout.strip().splitlines()[-1]))
         results[-1]["command"] = "python benchmarks/forward_limit.py " + " ".join(argv if argv is not None

@@ -18,6 +18,7 @@ A data file that is not found where given is looked up in the real-data folder
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import runpy
 import sys
@@ -152,7 +153,7 @@ def check_new(*targets: Path, overwrite: bool = False) -> None:
     if overwrite:
         return
     for target in map(Path, targets):
-        if target.exists():
+        if target.is_file():   # a folder in the way is check_writable's message
             raise ValueError(f"{target} already exists; pass --overwrite to replace it or choose another --out")
 
 
@@ -230,6 +231,9 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
         reference = resolve_data_path(reference)
         if not reference.is_file():
             raise FileNotFoundError(f"reference file {reference} does not exist")
+    for name, value in (("h (element size)", h), ("radius", radius)):   # before any output or computing
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"--{name.split()[0]}: {name} must be a positive finite number, got {value}")
     target = Path(out) / f"{output_stem(path, kind, method, level)}.npz"
     check_new(target, target.with_suffix(".png"), overwrite=overwrite)   # before any computing
     check_writable(target, target.with_suffix(".png"))

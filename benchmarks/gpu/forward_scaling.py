@@ -2,8 +2,8 @@
 
 Complete electrode model on gmsh disks (16 electrodes, adjacent drive, 208
 measurements) from ~1k to ~20k nodes. For each backend ("dense" Cholesky,
-"banded" block Cholesky, "cg" preconditioned conjugate gradients, "scipy" host
-sparse LU — CPU only): median ms of all voltages and of the full (208, E)
+"klu" SuiteSparse KLU inside XLA — CPU only, "cg" preconditioned conjugate gradients,
+"scipy" host sparse LU — CPU only): median ms of all voltages and of the full (208, E)
 Jacobian. A backend is skipped above the size where it is known to be
 impractical on the device (see ``LIMITS``). Then batched throughput of
 ``vmap(voltages)`` (conductivities/s) vs batch size on a ~1k-node mesh, and the
@@ -32,8 +32,8 @@ from jaxeit.forward import solvers  # noqa: E402
 
 H_LIST = (0.1, 0.05, 0.025, 0.014)   # ≈ 1k, 2.3k, 6.8k, 19.7k nodes
 #: largest node count per backend and platform worth timing (dense is O(n³) on a CPU)
-LIMITS = {"cpu": {"dense": 5000, "banded": 25000, "cg": 25000, "scipy": 25000},
-          "gpu": {"dense": 25000, "banded": 5000, "cg": 25000}}   # banded is a sequential loop: a CPU method
+LIMITS = {"cpu": {"dense": 5000, "klu": 25000, "cg": 25000, "scipy": 25000},
+          "gpu": {"dense": 25000, "cg": 25000}}
 BATCHES = (1, 8, 64, 256, 1024)
 
 
@@ -111,7 +111,7 @@ def main(argv=None):
               f"of {fm_module.CPU_BATCH_GROUP} (`lax.map`) on a CPU, where a vmapped batch slows down per sample "
               "as it grows."
             + f"\n\n`solver=\"auto\"` on this device: see the `auto` column (CPU: dense up to "
-              f"{solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns, then banded; accelerator: dense up to "
+              f"{solvers.DENSE_MAX_UNKNOWNS_CPU} unknowns, then klu; accelerator: dense up to "
               f"{solvers.DENSE_MAX_UNKNOWNS_GPU} unknowns, then CG).\n")
     write_report("forward", "Forward model and Jacobian vs mesh size, per backend", body, args.out)
 

@@ -34,12 +34,11 @@ from diffinr_step import SDS_WEIGHT, build, fused_step  # noqa: E402
 from jaxeit import ForwardModel, protocol  # noqa: E402
 from jaxeit.forward import model as fm_module  # noqa: E402
 from jaxeit.forward import solvers  # noqa: E402
-from jaxeit.forward.banded import banded_factor, banded_solve  # noqa: E402
 from jaxeit.recon.inr.fit import data_loss  # noqa: E402
 from flax import nnx  # noqa: E402
 
 #: backends profiled per platform (the ones ``solver="auto"`` chooses between, and CG everywhere)
-BACKENDS = {"cpu": ("dense", "banded", "cg"), "gpu": ("dense", "cg")}
+BACKENDS = {"cpu": ("dense", "klu", "cg"), "gpu": ("dense", "cg")}
 DENSE_MAX_NODES = {"cpu": 5000, "gpu": 25000}
 
 
@@ -93,9 +92,9 @@ def forward_parts(m, backend: str, repeats: int):
     if backend == "dense":
         factor = jax.jit(lambda a: solvers._dense_factor(a, disc.rows, disc.cols, n))
         solve = jax.jit(solvers._dense_solve)
-    elif backend == "banded":
-        factor = jax.jit(lambda a: banded_factor(a, disc.banded))
-        solve = jax.jit(lambda f, r: banded_solve(f, r, disc.banded))
+    elif backend == "klu":   # KLU factorises and solves in one call: both are the solve
+        factor = jax.jit(lambda a: a)
+        solve = jax.jit(lambda a, r: solvers._klu_solve(a, disc.rows, disc.cols, r, disc.klu_symbolic))
     else:   # CG has no factorisation: the whole iteration is the solve
         factor = jax.jit(lambda a: a)
         solve = jax.jit(lambda a, r: solvers._cg_solve(a, disc.rows, disc.cols, r, n, model.cg_tol, 10 * n))

@@ -25,7 +25,6 @@ import numpy as np
 
 from ..mesh import Mesh
 from ..protocol import Protocol
-from .banded import BandedStructure, banded_structure
 
 __all__ = ["Discretization", "discretize", "unit_stiffness"]
 
@@ -56,7 +55,6 @@ class Discretization:
         meas_grouped (P, K, L) the measurement vectors grouped by pattern (K the
         most of any pattern, zero-padded) and meas_slot (M,) the row of each
         measurement in meas_grouped.reshape(P·K, L), for a batched Jacobian;
-        banded: the block structure used by the ``"banded"`` solver;
         klu_symbolic: () uint64 handle of KLU's symbolic analysis of the pattern
         (:func:`~jaxeit.forward.solvers.klu_symbolic`, added by a model that uses the
         ``"klu"`` solver; None otherwise).
@@ -80,7 +78,6 @@ class Discretization:
     meas_pattern: np.ndarray
     meas_grouped: np.ndarray
     meas_slot: np.ndarray
-    banded: BandedStructure
     klu_symbolic: np.ndarray | None = None
     n_nodes: int = dataclasses.field(metadata=dict(static=True), default=0)
     n_unknowns: int = dataclasses.field(metadata=dict(static=True), default=0)
@@ -203,6 +200,6 @@ def discretize(mesh: Mesh, protocol: Protocol, electrode_model: str = "cem") -> 
         electrode_rhs=rhs, currents=protocol.currents, meas_weights=protocol.measurements,
         meas_pattern=protocol.pattern, meas_grouped=meas_grouped,
         meas_slot=meas_slot,
-        banded=banded_structure(keys // n_unknowns, keys % n_unknowns, n, n_unknowns), n_nodes=n, n_unknowns=n_unknowns, n_electrodes=n_el,
+        n_nodes=n, n_unknowns=n_unknowns, n_electrodes=n_el,
         electrode_model=electrode_model,
     )

@@ -59,7 +59,7 @@ def _electrode_fields(disc: Discretization, sigma, z, backend: str, cg_tol: floa
     values = _matrix_values(disc, sigma, z)
     rhs = jnp.asarray(disc.electrode_rhs, values.dtype)
     return linear_solve(values, disc.rows, disc.cols, rhs, n=disc.n_unknowns, backend=backend, cg_tol=cg_tol,
-                        banded=disc.banded, klu=disc.klu_symbolic)
+                        klu=disc.klu_symbolic)
 
 
 def _check_values(sigma, z):
@@ -107,7 +107,7 @@ def measure(disc: Discretization, fields):
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(0, 1, 2))
-def _raw_transfer(backend, cg_tol, n, values, rows, cols, rhs, banded, klu):
+def _raw_transfer(backend, cg_tol, n, values, rows, cols, rhs, klu):
     """(L, L) Bᵀ A⁻¹ B for the matrix with slot ``values``; B = ``rhs`` (n, L).
 
     Its derivative is the reciprocity formula dZ = −Xᵀ dA X with X = A⁻¹B (a custom JVP): the
@@ -116,15 +116,15 @@ def _raw_transfer(backend, cg_tol, n, values, rows, cols, rhs, banded, klu):
     the rule is itself differentiable). ``rows``, ``cols``, ``rhs`` and the solver structures
     are constants of the discretisation (their tangents are ignored).
     """
-    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, banded=banded, klu=klu)
+    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, klu=klu)
     return rhs.T @ x
 
 
 @_raw_transfer.defjvp
 def _raw_transfer_jvp(backend, cg_tol, n, primals, tangents):
-    values, rows, cols, rhs, banded, klu = primals
+    values, rows, cols, rhs, klu = primals
     dv = tangents[0]
-    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, banded=banded, klu=klu)
+    x = linear_solve(values, rows, cols, rhs, n=n, backend=backend, cg_tol=cg_tol, klu=klu)
     dz = -(x[rows] * dv[:, None]).T @ x[cols]  # −Σ_slots dA_s x[row_s] x[col_s]ᵀ
     return rhs.T @ x, dz
 
@@ -136,7 +136,7 @@ def _checked_transfer(disc: Discretization, sigma, z, backend: str, cg_tol: floa
     values = _matrix_values(disc, sigma, z)
     rhs = jnp.asarray(disc.electrode_rhs, values.dtype)
     zmat = _center(disc, _raw_transfer(backend, cg_tol, disc.n_unknowns, values, disc.rows, disc.cols, rhs,
-                                       disc.banded, disc.klu_symbolic))
+                                       disc.klu_symbolic))
     if checks:
         zmat = eqx.error_if(zmat, ~jnp.all(jnp.isfinite(zmat)), _SINGULAR_MSG)
     return zmat
@@ -185,7 +185,7 @@ CPU_BATCH_GROUP = 4
 def _over_batch(fn, sigma):
     """``fn`` over the rows of ``sigma`` (B, E): one ``vmap`` on an accelerator; on a CPU in groups of
     :data:`CPU_BATCH_GROUP` (``lax.map``), because there a vmapped batch of factorisations gets slower
-    per sample as B grows, likely as its working set outgrows the caches (979 nodes, banded:
+    per sample as B grows, likely as its working set outgrows the caches (979 nodes, the former block-Cholesky backend:
     161 conductivities/s at B = 1, 112 at B = 1024 vmapped, 235 in groups of 4;
     ``benchmarks/gpu/forward_scaling.py``)."""
     b = sigma.shape[0]
@@ -213,7 +213,7 @@ class ForwardModel:
         contact_impedance: z, scalar or (L,) per electrode (CEM only). Default 0.01.
         electrode_model: ``"cem"`` (complete electrode model) or ``"point"``
             (pyEIT's model: current at the electrode nodes, reference node grounded).
-        solver: ``"auto"``, ``"dense"``, ``"banded"``, ``"klu"``, ``"scipy"`` or ``"cg"``;
+        solver: ``"auto"``, ``"dense"``, ``"klu"``, ``"scipy"`` or ``"cg"``;
             see :mod:`jaxeit.forward.solvers` (``"auto"``: dense for small systems, KLU
             above on a CPU, CG above on an accelerator).
         cg_tol: relative residual tolerance of the ``"cg"`` backend.

@@ -11,11 +11,6 @@ Backends (all float64):
 
 ``"dense"``  dense Cholesky (``jnp.linalg.cholesky``); pure XLA, fast on a GPU
              and for small meshes; O(n³) so slow on a CPU beyond ~2k unknowns.
-``"banded"`` block-tridiagonal Cholesky after reverse Cuthill–McKee ordering,
-             electrode unknowns by a Schur complement (:mod:`.banded`); pure
-             XLA, O(n·w²) for bandwidth w; runs on any device, but no longer
-             the fastest anywhere measured (CPU: ``"klu"``; GPU: ``"dense"``
-             then ``"cg"``), so ``"auto"`` never picks it.
 ``"klu"``    SuiteSparse KLU sparse LU through ``klujax`` (an XLA custom call on
              the CPU, no host callback): the symbolic analysis (AMD ordering) is
              made once per sparsity pattern (:func:`klu_symbolic`, kept with the
@@ -24,8 +19,9 @@ Backends (all float64):
              right-hand sides. CPU only; the CPU default. Forward solve vs
              CHOLMOD (refactorisation + 16 solves, same matrix, same run):
              ×0.95–0.99 at 4k nodes, ×2.2–2.3 at 20k, ×3–9 at 80k (KLU is a
-             non-supernodal LU); vs ``"banded"``: 2–3× faster at 1k–4k (CEM),
-             20–55× at 20k (``benchmarks/results/forward_limit.md``).
+             non-supernodal LU); 2–3× faster at 1k–4k (CEM) and 20–55× at 20k
+             than the block-tridiagonal Cholesky in pure XLA that it replaced
+             (``benchmarks/results/forward_limit.md``).
 ``"scipy"``  sparse LU (SuperLU, symmetric mode with a minimum-degree ordering)
              on the host through ``jax.pure_callback``; the factor of the last
              few matrices is cached (keyed by the matrix bytes), so the adjoint
@@ -65,11 +61,9 @@ import jax.numpy as jnp
 import numpy as np
 from jax import lax
 
-from .banded import banded_factor, banded_solve
-
 __all__ = ["BACKENDS", "resolve_backend", "linear_solve", "spmv", "klu_symbolic"]
 
-BACKENDS = ("dense", "banded", "klu", "scipy", "cg")
+BACKENDS = ("dense", "klu", "scipy", "cg")
 #: on a CPU KLU beats dense Cholesky at every size measured (68 nodes: 0.08 vs 0.11 ms per forward
 #: solve; 261–994 unknowns: dense 10–800x slower on the shared 2-core machine), so "auto" never
 #: picks dense there
@@ -286,7 +280,7 @@ def _cg_solve(values, rows, cols, b, n, tol, maxiter):
 # -- the differentiable solve -------------------------------------------------------
 
 def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float = 1e-12,
-                 cg_maxiter: int | None = None, banded=None, klu=None):
+                 cg_maxiter: int | None = None, klu=None):
     """Solve A x = b for the SPD matrix with ``values`` at (``rows``, ``cols``).
 
     Args:
@@ -295,8 +289,6 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
         b: (n,) or (n, k) float64 right-hand side(s) (differentiable).
         n: number of unknowns.
         backend: one of :data:`BACKENDS` (already resolved, not ``"auto"``).
-        banded: the :class:`~jaxeit.forward.banded.BandedStructure` of the pattern
-            (needed by the ``"banded"`` backend).
         klu: the () uint64 :func:`klu_symbolic` handle of the pattern (needed by ``"klu"``).
 
     Returns:
@@ -306,11 +298,6 @@ def linear_solve(values, rows, cols, b, *, n: int, backend: str, cg_tol: float =
     if backend == "dense":
         chol = _dense_factor(fixed, rows, cols, n)
         solve = lambda _, r: _dense_solve(chol, r)  # noqa: E731
-    elif backend == "banded":
-        if banded is None:
-            raise ValueError("the banded backend needs the pattern's BandedStructure")
-        factor = banded_factor(fixed, banded)
-        solve = lambda _, r: banded_solve(factor, r, banded)  # noqa: E731
     elif backend == "klu":
         if klu is None:
             raise ValueError("the klu backend needs the pattern's symbolic analysis (klu_symbolic)")

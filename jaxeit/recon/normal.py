@@ -71,7 +71,7 @@ class SparsePattern:
     def from_triplets(cls, rows, cols, n: int, model_backend: str) -> "SparsePattern":
         """The pattern of triplets (``rows``, ``cols``) (host int arrays; the diagonal is always
         included), solved with the model's backend where it is a sparse direct one (``klu``,
-        ``scipy``) and with ``dense`` otherwise (accelerators, ``cg``, ``banded``)."""
+        ``scipy``) and with ``dense`` otherwise (accelerators, ``cg``)."""
         diag = np.arange(n)
         r = np.concatenate([diag, np.asarray(rows, np.int64)])
         c = np.concatenate([diag, np.asarray(cols, np.int64)])
