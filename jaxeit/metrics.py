@@ -41,6 +41,7 @@ __all__ = [
     "mse",
     "psnr",
     "ssim",
+    "ssim_uniform",
     "relative_error",
     "absolute_error",
     "dynamic_range",
@@ -305,7 +306,7 @@ def _reflect_filter_matrix(n: int, taps: np.ndarray) -> np.ndarray:
     return mat
 
 
-@functools.partial(jax.jit, static_argnames=("sigma", "win_size"))
+@functools.partial(jax.jit, static_argnames=("sigma", "win_size", "window", "sample_covariance"))
 def ssim(
     x,
     ref,
@@ -315,6 +316,8 @@ def ssim(
     win_size: int = 11,
     k1: float = 0.01,
     k2: float = 0.03,
+    window: str = "gaussian",
+    sample_covariance: bool = False,
 ):
     """Mean structural similarity index (Gaussian-window SSIM, Wang et al.).
 
@@ -348,6 +351,11 @@ def ssim(
         sigma: Gaussian standard deviation in pixels (Python float).
         win_size: odd window length in pixels (Python int).
         k1, k2: stabilising constants.
+        window: ``"gaussian"`` (above) or ``"uniform"``: a ``win_size`` × ``win_size`` box
+            (skimage's default window, ``gaussian_weights=False``).
+        sample_covariance: scale variances and covariance by NP/(NP − 1), NP =
+            ``win_size``² (skimage's ``use_sample_covariance``, its default with the
+            uniform window). See :func:`ssim_uniform` for skimage's defaults together.
 
     Returns:
         Float array of shape ``(...)``; 1 for identical images.
@@ -356,6 +364,8 @@ def ssim(
         raise ValueError(f"win_size must be a positive odd integer; got {win_size}.")
     if sigma <= 0:
         raise ValueError(f"sigma must be positive; got {sigma}.")
+    if window not in ("gaussian", "uniform"):
+        raise ValueError(f"window must be 'gaussian' or 'uniform'; got {window!r}.")
     x, ref, mask = _prepare(x, ref, mask)
     height, width = x.shape[-2:]
     if height < win_size or width < win_size:
@@ -364,7 +374,7 @@ def ssim(
         )
     rng = _data_range(ref, mask, data_range)[..., None, None]
 
-    taps = _gaussian_taps(win_size, sigma)
+    taps = _gaussian_taps(win_size, sigma) if window == "gaussian" else np.full(win_size, 1.0 / win_size)
     mat_h = jnp.asarray(_reflect_filter_matrix(height, taps), dtype=x.dtype)
     mat_w = jnp.asarray(_reflect_filter_matrix(width, taps), dtype=x.dtype)
 
@@ -375,6 +385,9 @@ def ssim(
     var_x = blur(x * x) - mu_x**2
     var_y = blur(ref * ref) - mu_y**2
     cov = blur(x * ref) - mu_x * mu_y
+    if sample_covariance:
+        norm = win_size**2 / (win_size**2 - 1.0)
+        var_x, var_y, cov = norm * var_x, norm * var_y, norm * cov
     c1 = (k1 * rng) ** 2
     c2 = (k2 * rng) ** 2
     ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
@@ -384,6 +397,15 @@ def ssim(
     pad = (win_size - 1) // 2
     crop = (..., slice(pad, height - pad), slice(pad, width - pad))
     return _masked_mean(ssim_map[crop], mask[crop])
+
+
+def ssim_uniform(x, ref, mask=None, data_range=None):
+    """SSIM with scikit-image's defaults: a uniform 7 × 7 window, sample covariance, K1 = 0.01,
+    K2 = 0.03, the map cropped by 3 pixels (``skimage.metrics.structural_similarity(x, ref,
+    data_range=L)``). The convention of the DGM comparison paper's code, which scores through
+    ``dival.measure.SSIM`` on the whole 128 × 128 image with 0 outside the disk. ``data_range``
+    defaults to ``max(ref) − min(ref)`` (inside ``mask``). Shapes as :func:`ssim`."""
+    return ssim(x, ref, mask=mask, data_range=data_range, win_size=7, window="uniform", sample_covariance=True)
 
 
 # --------------------------------------------------------------------------

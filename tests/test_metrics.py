@@ -46,6 +46,18 @@ def test_ssim_psnr_match_skimage(shape):
     assert abs(float(metrics.psnr(x, ref)) - expected_psnr) < 1e-4
 
 
+@pytest.mark.parametrize("shape", [(128, 128), (40, 33)])
+def test_ssim_uniform_matches_skimage_defaults(shape):
+    """The DGM paper's convention: skimage's default SSIM (uniform 7×7 window, sample covariance)."""
+    skm = pytest.importorskip("skimage.metrics")
+    x, ref = _random_pair(shape, seed=shape[1])
+    dr = float(ref.max() - ref.min())
+    expected = skm.structural_similarity(x, ref, data_range=dr)
+    assert abs(float(metrics.ssim_uniform(x, ref)) - expected) < 1e-6
+    assert abs(float(metrics.ssim_uniform(x, ref, data_range=2 * dr))
+               - skm.structural_similarity(x, ref, data_range=2 * dr)) < 1e-6
+
+
 def test_ssim_float32_and_small_window_match_skimage():
     skm = pytest.importorskip("skimage.metrics")
     x, ref = _random_pair((48, 48), seed=5)
