@@ -42,6 +42,7 @@ __all__ = [
     "psnr",
     "ssim",
     "ssim_uniform",
+    "paper_metrics",
     "relative_error",
     "absolute_error",
     "dynamic_range",
@@ -505,6 +506,29 @@ def ktc_score(reco, truth):
 # --------------------------------------------------------------------------
 # convenience
 # --------------------------------------------------------------------------
+
+
+def paper_metrics(x, ref, domain) -> dict:
+    """The six metrics in the DGM comparison paper's convention (its code: ``dival.measure`` and
+    ``utils.py``): both images set to 0 outside the disk ``domain`` and scored on the whole square.
+
+    MSE and AE are means over all pixels, PSNR and SSIM use the truth's range over the
+    whole image (0 included) as data range, SSIM has scikit-image's default window
+    (:func:`ssim_uniform`), RE = Σ|x − ref| / Σ|ref| and DR = range(x) / range(ref)
+    over the whole image.
+
+    Args:
+        x, ref: reconstruction and truth, ``(..., H, W)`` (values outside ``domain`` are ignored).
+        domain: boolean ``(H, W)`` mask of the disk.
+
+    Returns:
+        Dict ``"MSE"``, ``"PSNR"``, ``"SSIM"``, ``"RE"``, ``"AE"``, ``"DR"``, each of shape ``(...)``.
+    """
+    inside = jnp.asarray(domain, bool)
+    x = jnp.where(inside, jnp.asarray(x), 0.0)
+    ref = jnp.where(inside, jnp.asarray(ref), 0.0)
+    return {"MSE": mse(x, ref), "PSNR": psnr(x, ref), "SSIM": ssim_uniform(x, ref), "RE": relative_error(x, ref),
+            "AE": absolute_error(x, ref), "DR": dynamic_range(x, ref)}
 
 
 def all_metrics(x, ref, mask=None) -> dict:

@@ -203,3 +203,22 @@ def test_ktc_score_matches_official_and_batches():
     assert got.shape == (2,)
     np.testing.assert_allclose(got, expected, atol=1e-8)
     assert expected[0] > expected[1]
+
+
+def test_paper_metrics_score_the_whole_square_with_zero_outside():
+    skm = pytest.importorskip("skimage.metrics")
+    n = 64
+    t = np.linspace(-1, 1, n)
+    xx, yy = np.meshgrid(t, t)
+    domain = xx**2 + yy**2 <= 0.95**2
+    truth = np.where((xx - 0.3) ** 2 + yy**2 < 0.1, 1.5, 1.0)
+    reco = truth + 0.05 * np.random.default_rng(0).standard_normal((n, n))
+    reco_out = np.where(domain, reco, 7.0)                     # garbage outside: ignored
+    got = {k: float(v) for k, v in metrics.paper_metrics(reco_out, truth, domain).items()}
+    x, ref = np.where(domain, reco, 0.0), np.where(domain, truth, 0.0)
+    assert abs(got["MSE"] - np.mean((x - ref) ** 2)) < 1e-12
+    assert abs(got["AE"] - np.mean(np.abs(x - ref))) < 1e-12
+    assert abs(got["RE"] - np.abs(x - ref).sum() / np.abs(ref).sum()) < 1e-12
+    assert abs(got["DR"] - np.ptp(x) / np.ptp(ref)) < 1e-12
+    assert abs(got["SSIM"] - skm.structural_similarity(x, ref, data_range=np.ptp(ref))) < 1e-6
+    assert abs(got["PSNR"] - skm.peak_signal_noise_ratio(ref, x, data_range=np.ptp(ref))) < 1e-8
