@@ -1,7 +1,10 @@
 """Diff-INR against the classical methods and INR+TV on a fair, independent protocol (benchmarks/_protocol.py).
 
-Stages (each resumable: every reconstruction's scores are cached in benchmarks/.cache/diff_inr_protocol/,
-so a run stopped by ``--max-minutes``, Ctrl-C or a kill continues where it stopped):
+Stages (each resumable: every reconstruction's scores are appended to ``--records``, by default
+benchmarks/results/diff_inr_records.jsonl, which is kept with the results so that the report can be
+rendered again and a run stopped by ``--max-minutes``, Ctrl-C or a kill continues where it stopped; the
+records are keyed by stage, method, weight, case, SNR and INR iterations, not by code version: delete a
+method's rows after changing that method):
 
 1. ``sweep`` — every method's main weight (one-step α, GN α, TV α, INR+TV weight, λ_sds) over the same
    five multiples of its default, on the validation split only (``--n-val`` cases per family, 50 and
@@ -224,6 +227,8 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--quick", action="store_true", help="2 cases per family, 100 iterations, own cache")
     ap.add_argument("--out", type=Path, default=RESULTS / "diff_inr.md")
+    ap.add_argument("--records", type=Path, default=RESULTS / "diff_inr_records.jsonl",
+                    help="per-reconstruction scores (resumable; --quick uses its own file under benchmarks/.cache)")
     args = ap.parse_args(argv)
     names = [n.strip() for n in args.methods.split(",") if n.strip()]
     unknown = set(names) - set(METHODS)
@@ -232,7 +237,7 @@ def main(argv=None) -> int:
     if args.quick:
         args.n_val, args.n_test, args.iterations = 2, 2, 100
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
-    cache = Cache(P.cache_dir() / ("quick.jsonl" if args.quick else "records.jsonl"))
+    cache = Cache(P.cache_dir() / "quick.jsonl" if args.quick else args.records)
     problem = P.tank_problem()
     log = lambda msg: print(msg, flush=True)  # noqa: E731
     finished = True

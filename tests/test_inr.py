@@ -45,8 +45,9 @@ def test_jitted_step_gradient_equals_explicit_jacobian(small_disk):
                            prob=prob, regs=(), weights=())[0]
     g_auto = jax.jit(jax.grad(loss))(params)
 
-    def sigma_of(p):
-        return nnx.merge(graphdef, p, rest)(prob.centroids).astype(jnp.float64)
+    def sigma_of(p):   # element σ: exp of the mean nodal log σ
+        log_nodes = nnx.merge(graphdef, p, rest).log_sigma(prob.points)
+        return jnp.exp(jnp.mean(log_nodes[small_disk.triangles], axis=1)).astype(jnp.float64)
 
     sigma, vjp = jax.vjp(sigma_of, params)
     jac = fm.jacobian(sigma)
@@ -57,13 +58,31 @@ def test_jitted_step_gradient_equals_explicit_jacobian(small_disk):
         np.testing.assert_allclose(np.asarray(a) / scale, np.asarray(b) / scale, atol=1e-5)
 
 
+def _p1_matrix(mesh, points):
+    """(P, N) dense P1 interpolation matrix at ``points`` (0 rows outside), built with matplotlib's
+    trifinder and barycentric coordinates solved per point: independent of jaxeit.grid."""
+    import matplotlib.tri as mtri
+
+    finder = mtri.Triangulation(mesh.nodes[:, 0], mesh.nodes[:, 1], mesh.triangles).get_trifinder()
+    out = np.zeros((len(points), mesh.n_nodes))
+    for i, (x, y) in enumerate(points):
+        e = int(finder(x, y))
+        if e < 0:
+            continue
+        tri = mesh.triangles[e]
+        a = np.vstack([mesh.nodes[tri].T, np.ones(3)])
+        out[i, tri] = np.linalg.solve(a, [x, y, 1.0])
+    return out
+
+
 def test_one_pass_loss_equals_two_pass_formula(small_disk):
-    """Precomputed features, one MLP pass and inside-only pixels give the loss of the direct formula:
-    ‖F(σθ(centroids)) − v‖²/‖v‖² + w·TV(σθ(grid)/σ_bg inside the mask, 1 outside), and its gradient."""
+    """Precomputed features and one MLP pass at the nodes give the loss of the direct formula:
+    ‖F(exp(mean nodal log σθ per element)) − v‖²/‖v‖² + w·TV(exp(P1-interpolated log σθ)/σ_bg inside
+    the mask, 1 outside), and its gradient."""
     fm = ForwardModel(small_disk, protocol.adjacent(16))
     v = fm.voltages(jnp.full(small_disk.n_elements, 1.1) + 0.3 * (small_disk.centroids()[:, 0] > 0.3))
     prob, g = make_problem(fm, v, 16)
-    assert prob.n_centroids == small_disk.n_elements and 0 < prob.grid_index.size < 16 * 16
+    assert prob.points.shape == (small_disk.n_nodes, 2) and prob.triangles.shape == (small_disk.n_elements, 3)
     net = INR(bandwidth=0.3, background=prob.background, n_features=64, width=16, depth=2,
               rngs=nnx.Rngs(params=0), output_scale=0.3)
     graphdef, params, rest = nnx.split(net, nnx.Param, ...)
@@ -71,12 +90,14 @@ def test_one_pass_loss_equals_two_pass_formula(small_disk):
     factored = prob.with_features(net.features)
     assert factored.feature_basis is not None and factored.features.shape[0] < 128  # smooth features: low rank
     kw = dict(graphdef=graphdef, rest=rest, model=fm, v=v, regs=(tv,), weights=jnp.asarray([0.1]))
+    interp = jnp.asarray(_p1_matrix(small_disk, g.points()))
 
     def direct(p):
         inr = nnx.merge(graphdef, p, rest)
-        centre, scale = frame = domain_frame(small_disk)
-        d = data_loss(fm, inr(normalise_coordinates(small_disk.centroids(), *frame)), v, prob.v_norm2)
-        image = inr(normalise_coordinates(g.points(), centre, scale)).reshape(g.shape) / prob.background
+        frame = domain_frame(small_disk)
+        log_nodes = inr.log_sigma(normalise_coordinates(small_disk.nodes, *frame)).astype(jnp.float64)
+        d = data_loss(fm, jnp.exp(jnp.mean(log_nodes[small_disk.triangles], axis=1)), v, prob.v_norm2)
+        image = jnp.exp(interp @ log_nodes).reshape(g.shape) / prob.background
         return d + 0.1 * tv(jnp.where(prob.mask, image, 1.0))
 
     key = jax.random.PRNGKey(0)

@@ -110,13 +110,12 @@ def unfused_step(p: StepProblem, host=None):
     def inr(params):
         return nnx.merge(p.graphdef, params, p.rest)
 
-    def sigma_of(params):                                   # (E,) float32
-        return inr(params)(prob.centroids)
+    def sigma_of(params):                                   # (E,) float32, from the nodal values
+        return jnp.exp(prob.element_log_sigma(inr(params).log_sigma(prob.points)))
 
     def x_of(params):                                       # the prior's normalised image (n, n)
-        inside = inr(params)(prob.points[prob.n_centroids:]) / prob.background
-        image = jnp.ones(prob.mask.size, inside.dtype).at[prob.grid_index].set(inside).reshape(prob.grid_shape)
-        return sds.normalise(image)
+        log_nodes = inr(params).log_sigma(prob.points)
+        return sds.normalise(prob.relative_image(log_nodes).astype(log_nodes.dtype))
 
     sigma_call = jax.jit(sigma_of)
     x_call = jax.jit(x_of)

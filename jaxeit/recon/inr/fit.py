@@ -1,16 +1,22 @@
 """Fitting an INR to EIT data: data loss through the FEM + regularisers on the grid, one jitted step.
 
-Each iteration — INR evaluation at element centroids and on the grid, the FEM
-solve and its adjoint (``custom_linear_solve``), the regularisers, and the Adam
-update — is one step of the iterative driver (:func:`jaxeit.recon.driver.iterate`):
+Each iteration — INR evaluation at the mesh nodes, the FEM solve and its adjoint
+(``custom_linear_solve``), the regularisers, and the Adam update — is one step of the
+iterative driver (:func:`jaxeit.recon.driver.iterate`):
 ``chunk`` iterations run inside one compiled ``lax.while_loop`` per call, with a
 tqdm bar over chunks, exactly ``max_iter`` iterations in all. The driver stops
 a diverging fit (a non-finite loss, or a data misfit ``divergence_factor``
 times the smallest so far) at the last good parameters, with status
-``"diverged"``. The evaluation points are
-fixed, so their Fourier features are computed once per fit and each step runs
-only the MLP, in one pass over the centroids and the grid pixels inside the
-domain.
+``"diverged"``.
+
+The INR is evaluated once per step at the N mesh nodes; the FEM sees each element's
+geometric mean of its three nodal values (exp of the mean log σ, i.e. log σ at the
+centroid for a log σ linear on the element) and the regularisers the P1 interpolation of
+log σ on their grid. The INR's bandwidth is a small fraction of the mesh's Nyquist
+frequency (κ ≤ 0.15 of 1/(2h)), so nodal samples carry all of it, and one MLP pass over
+N ≈ E/2 points replaces a pass over the E centroids plus the grid pixels: 2.4× fewer
+evaluations on the 28 cm tank at h = 0.06 R with the 32×32 prior, 4× with a 64×64 one.
+The points are fixed, so their Fourier features are computed once per fit.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import optax
 from flax import nnx
 
 from ...forward import ForwardModel
-from ...grid import Grid, domain_mask
+from ...grid import Grid, domain_mask, mesh_to_grid_nodes
 from ..classical import fit_homogeneous
 from ..driver import CONTINUE, DIVERGED, iterate
 from ..method import Method
@@ -57,33 +63,35 @@ class INRConfig:
 
 
 @functools.partial(jax.tree_util.register_dataclass,
-                   data_fields=["points", "features", "feature_basis", "grid_index", "mask", "background",
+                   data_fields=["points", "features", "feature_basis", "triangles", "to_grid", "mask", "background",
                                 "v_norm2"],
-                   meta_fields=["n_centroids", "grid_shape"])
+                   meta_fields=["grid_shape"])
 @dataclasses.dataclass(frozen=True)
 class Problem:
-    """Arrays of a fit (pytree leaves): evaluation points, grid, mask, data scale; the sizes are static.
+    """Arrays of a fit (pytree leaves): evaluation points, mesh → grid map, mask, data scale.
 
-    The INR is evaluated in one pass on ``points``: the E element centroids, then
-    the G grid pixels inside the domain (pixels outside are fixed to σ_bg in the
-    regulariser image, so they are never evaluated).
+    The INR is evaluated in one pass on ``points``, the N mesh nodes; element values
+    and the regulariser image are interpolated from them (see the module notes).
     """
 
-    points: jax.Array  # (E + G, 2) float32, normalised
-    features: jax.Array | None  # (2m, E + G) float32 Fourier features of points, or None (computed per step);
-    #                             with feature_basis: their (r, E + G) coefficients in it
+    points: jax.Array  # (N, 2) float32, normalised node coordinates
+    features: jax.Array | None  # (2m, N) float32 Fourier features of points, or None (computed per step);
+    #                             with feature_basis: their (r, N) coefficients in it
     feature_basis: jax.Array | None  # (2m, r) float32 or None: see jaxeit.recon.inr.model.factor_features
-    grid_index: jax.Array  # (G,) int32 flat indices of the inside pixels in the (H, W) grid
+    triangles: jax.Array  # (E, 3) int32 node indices of the elements
+    to_grid: object  # SparseOperator (N,) nodal values → (H, W) image by P1 interpolation, 0 outside
     mask: jax.Array  # (H, W) bool
     background: jax.Array  # σ_bg
     v_norm2: jax.Array  # ‖v‖²
-    n_centroids: int  # E
     grid_shape: tuple  # (H, W)
 
-    @property
-    def centroids(self) -> jax.Array:
-        """(E, 2) float32 normalised element centroids."""
-        return self.points[: self.n_centroids]
+    def element_log_sigma(self, log_sigma_nodes):
+        """(E,) log σ per element: the mean of its nodes' log σ (log σ at the centroid of a linear log σ)."""
+        return jnp.mean(log_sigma_nodes[self.triangles], axis=1)
+
+    def relative_image(self, log_sigma_nodes):
+        """(H, W) σ/σ_bg on the regularisers' grid (P1 interpolation of log σ; 1 outside the domain)."""
+        return jnp.exp(self.to_grid(log_sigma_nodes - jnp.log(self.background).astype(log_sigma_nodes.dtype)))
 
     def with_features(self, features: FourierFeatures, factor: bool = True) -> Problem:
         """This problem with the features of ``points`` precomputed (exact, as B is not trained) and,
@@ -100,25 +108,17 @@ def domain_grid(mesh, size: int) -> Grid:
     return Grid.square(scale, size, centre=centre)
 
 
-def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None, *,
-                 evaluate_grid: bool = True):
-    """Evaluation points and the grid in the mesh's normalised frame; returns (Problem, Grid).
-
-    ``evaluate_grid=False`` (a fit without regularisers) leaves the grid pixels
-    out of the evaluation points; the regulariser image is then all ones.
-    """
+def make_problem(model: ForwardModel, v, grid_size: int, background: float | None = None):
+    """Evaluation points (the mesh nodes) and the grid in the mesh's normalised frame; returns (Problem, Grid)."""
     centre, scale = domain_frame(model.mesh)
     grid = domain_grid(model.mesh, grid_size)
     bg = fit_homogeneous(model, v) if background is None else float(background)
     mask = np.asarray(domain_mask(grid, model.mesh))
-    inside = np.flatnonzero(mask.ravel()) if evaluate_grid else np.zeros(0, np.int64)
-    points = np.concatenate([model.mesh.centroids(), grid.points()[inside]])
     prob = Problem(
-        points=normalise_coordinates(points, centre, scale).astype(jnp.float32),
-        features=None, feature_basis=None,
-        grid_index=jnp.asarray(inside, jnp.int32), mask=jnp.asarray(mask), background=jnp.asarray(bg),
-        v_norm2=jnp.sum(jnp.asarray(v, jnp.float64) ** 2), n_centroids=model.mesh.n_elements,
-        grid_shape=grid.shape)
+        points=normalise_coordinates(model.mesh.nodes, centre, scale).astype(jnp.float32),
+        features=None, feature_basis=None, triangles=jnp.asarray(model.mesh.triangles, jnp.int32),
+        to_grid=mesh_to_grid_nodes(model.mesh, grid, fill=0.0), mask=jnp.asarray(mask), background=jnp.asarray(bg),
+        v_norm2=jnp.sum(jnp.asarray(v, jnp.float64) ** 2), grid_shape=grid.shape)
     return prob, grid
 
 
@@ -143,12 +143,9 @@ def _call_regularizer(fn, image, key, fraction):
 def _loss(params, key, fraction=0.0, *, graphdef, rest, model, v, prob: Problem, regs, weights):
     inr = nnx.merge(graphdef, params, rest)
     feats = inr.features.columns(prob.points) if prob.features is None else prob.features
-    sigma = jnp.exp(inr.log_sigma_of_features(feats, prob.feature_basis))  # one MLP pass, all points
-    d = data_loss(model, sigma[: prob.n_centroids], v, prob.v_norm2)
-    inside = sigma[prob.n_centroids:] / prob.background
-    image = (jnp.ones(prob.mask.size, inside.dtype)
-             .at[prob.grid_index].set(inside, indices_are_sorted=True, unique_indices=True)
-             .reshape(prob.grid_shape))
+    log_nodes = inr.log_sigma_of_features(feats, prob.feature_basis)  # one MLP pass, at the nodes
+    d = data_loss(model, jnp.exp(prob.element_log_sigma(log_nodes)), v, prob.v_norm2)
+    image = prob.relative_image(log_nodes).astype(log_nodes.dtype) if regs else None
     keys = jax.random.split(key, max(len(regs), 1))
     reg_terms = [weights[i] * _call_regularizer(fn, image, keys[i], fraction) for i, fn in enumerate(regs)]
     r = sum(reg_terms) if reg_terms else jnp.zeros(())
@@ -218,7 +215,7 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
         sigma0: σ_bg, the INR's background; default the homogeneous fit of ``v``.
 
     Returns:
-        :class:`~jaxeit.recon.Result` with element values (σ_θ at the centroids),
+        :class:`~jaxeit.recon.Result` with element values (geometric mean of σ_θ at their nodes),
         the grid image, per-iteration ``"objective"``, ``"data"``, ``"regulariser"``
         and ``"residual"`` (√data), the status, and in ``extras`` the fitted
         ``inr`` and its ``frame`` for :func:`render`.
@@ -229,7 +226,7 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
     # σ = exp(MLP) is positive by construction; a run that overflows is caught by the fit's own
     # divergence test (status "diverged", last good parameters), not by the forward model's checks
     model = model.with_checks(False)
-    prob, grid = make_problem(model, v, config.grid_size, sigma0, evaluate_grid=bool(regularizers))
+    prob, grid = make_problem(model, v, config.grid_size, sigma0)
     k_init, k_loop = jax.random.split(key)
     inr = INR(bandwidth=bandwidth_for_mesh(model.mesh, config.kappa), background=prob.background,
               n_features=config.n_features, width=config.width, depth=config.depth,
@@ -248,7 +245,7 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
                   chunk=config.chunk, progress=progress, desc=method)
     inr = nnx.merge(graphdef, run.state[0], rest)
     frame = domain_frame(model.mesh)
-    sigma = np.asarray(inr(prob.centroids), dtype=np.float64)
+    sigma = np.exp(np.asarray(prob.element_log_sigma(inr.log_sigma(prob.points)), dtype=np.float64))
     return Result(sigma=sigma, method=method, history=run.history, n_iter=run.n_iter, status=run.status,
                   wall_time=time.perf_counter() - t0, background=float(prob.background),
                   options=dict(dataclasses.asdict(shape), weights=np.asarray(weights).tolist()),
