@@ -71,3 +71,24 @@ def test_solve_normal_runs_under_jit_and_a_dense_pattern_falls_back_to_dense(dis
     rhs = jnp.ones(n)
     x = jax.jit(solve_normal)(jac, pattern, values, rhs)
     np.testing.assert_allclose(np.asarray(jac.T @ (jac @ x)) + full @ np.asarray(x), np.ones(n), rtol=1e-9)
+
+
+@pytest.mark.parametrize("prior", ["laplace", "noser", "kotre", "matrix"])
+def test_linear_gn_operator_equals_the_dense_formula(disk_problem, prior):
+    """H = (JᵀWJ + λR)⁻¹JᵀW, built through solve_normal, equals the dense solve (weights included)."""
+    from jaxeit.recon.linear import LinearGN
+
+    m, fm, _, _ = disk_problem
+    w = np.random.default_rng(3).uniform(0.5, 2.0, fm.n_measurements)
+    r_given = None
+    if prior == "matrix":   # a dense SPD prior (no sparsity)
+        c = m.centroids()
+        r_given = np.linalg.inv(np.exp(-np.sum((c[:, None] - c[None]) ** 2, -1) / 0.1) + 1e-3 * np.eye(m.n_elements))
+    op = LinearGN.build(fm, background=1.3, prior=r_given if prior == "matrix" else prior, alpha=2.0, weights=w)
+    jac = np.asarray(fm.jacobian(jnp.full(m.n_elements, 1.3))) * 1.3
+    jtwj = jac.T @ (jac * w[:, None])
+    r = r_given if prior == "matrix" else prior_matrix(m, prior, np.diag(jtwj))
+    lam = 2.0 * np.mean(np.diag(jtwj)) / np.mean(np.diag(r))
+    expected = np.linalg.solve(jtwj + lam * r, jac.T * w[None, :])
+    assert np.isclose(op.lam, lam, rtol=1e-12)
+    assert np.linalg.norm(op.h - expected) / np.linalg.norm(expected) < 1e-8

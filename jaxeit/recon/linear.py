@@ -35,6 +35,7 @@ import numpy as np
 
 from ..forward import ForwardModel
 from ..mesh import Mesh
+from .normal import SparsePattern, solve_normal
 from .operators import element_adjacency
 
 __all__ = ["LinearGN", "apply_step", "prior_matrix", "prior_triplets", "smoothness_prior", "PRIORS"]
@@ -81,6 +82,9 @@ def prior_matrix(mesh: Mesh, kind: str, jtj_diag: np.ndarray | None = None, *, p
     np.add.at(out, (rows, cols), values)
     return out
 
+
+#: above this fraction of nonzeros a prior matrix is treated as dense (no sparse factorisation)
+_SPARSE_PRIOR_FRACTION = 0.05
 
 _SMOOTHNESS: dict = {}
 
@@ -149,7 +153,11 @@ class LinearGN:
     @classmethod
     def build(cls, model: ForwardModel, *, background=1.0, param: str = "log", prior="noser",
               alpha: float | None = None, lam: float | None = None, p: float = 0.2, weights=None) -> "LinearGN":
-        """Linearise ``model`` at σ₀ = ``background`` and form H (one dense E × E solve, once).
+        """Linearise ``model`` at σ₀ = ``background`` and form H (once).
+
+        H = (JᵀWJ + λR)⁻¹JᵀW is formed by :func:`~jaxeit.recon.normal.solve_normal` on the
+        whitened Jacobian W^½J: a sparse factorisation of λR and an M × M solve instead of a dense
+        E × E one (a dense R, such as a Gaussian smoothness prior, is solved densely).
 
         Args:
             background: σ₀ > 0, a float or (E,) array.
@@ -184,18 +192,29 @@ class LinearGN:
             if w.shape != (model.n_measurements,) or not (np.all(np.isfinite(w)) and np.all(w > 0)):
                 raise ValueError(f"weights must be ({model.n_measurements},) positive and finite values")
             jw = jac * w[:, None]
-        jtj = jac.T @ jw
-        d = np.diag(jtj).copy()
+        d = np.sum(jac * jw, axis=0)   # diag(JᵀWJ)
+        dense_r = None
         if isinstance(prior, str):
-            r = prior_matrix(model.mesh, prior, d, p=p)
+            rows, cols, values = prior_triplets(model.mesh, prior, d, p=p)
             name = prior
         else:
-            r = np.asarray(prior, np.float64)
-            if r.shape != (model.n_elements,) * 2:
-                raise ValueError(f"a prior matrix must be ({model.n_elements}, {model.n_elements}), got {r.shape}")
+            dense_r = np.asarray(prior, np.float64)
+            if dense_r.shape != (model.n_elements,) * 2:
+                raise ValueError(f"a prior matrix must be ({model.n_elements}, {model.n_elements}), "
+                                 f"got {dense_r.shape}")
+            rows, cols = np.nonzero(dense_r)
+            values = dense_r[rows, cols]
             name = "matrix"
-        lam_used = float(alpha * d.mean() / np.mean(np.diag(r))) if lam is None else float(lam)
-        h = np.linalg.solve(jtj + lam_used * r, jw.T)
+        r_diag_mean = float(np.mean(np.bincount(rows[rows == cols], values[rows == cols], model.n_elements)))
+        lam_used = float(alpha * d.mean() / r_diag_mean) if lam is None else float(lam)
+        if len(values) > _SPARSE_PRIOR_FRACTION * model.n_elements**2:   # a dense R: one dense solve
+            h = np.linalg.solve(jac.T @ jw + lam_used * dense_r, jw.T)
+        else:
+            pattern = SparsePattern.from_triplets(rows, cols, model.n_elements, model.solver)
+            root_w = np.ones(model.n_measurements) if weights is None else np.sqrt(w)
+            jw_half = jnp.asarray(jac * root_w[:, None])                  # W^½J
+            h = np.asarray(solve_normal(jw_half, pattern, lam_used * pattern.values(jnp.asarray(values)),
+                                        jw_half.T * jnp.asarray(root_w)[None, :]))
         v_bg = np.asarray(model.voltages(sigma0))
         bg_out = float(bg) if bg.ndim == 0 else bg
         return cls(model, bg_out, param, name, float("nan") if alpha is None else float(alpha), float(p), v_bg,

@@ -130,17 +130,20 @@ def solve_normal(jac, pattern: SparsePattern, a_values, b, *, refine: int = 1) -
         jac: (M, E) float64 Jacobian J.
         pattern: the :class:`SparsePattern` of A.
         a_values: (nnz,) values of A on ``pattern``.
-        b: (E,) right-hand side.
+        b: (E,) or (E, k) right-hand side(s).
         refine: refinement steps against the exact matrix (each: one more sparse solve).
 
     Returns:
-        (E,) float64 solution.
+        float64 solution of the shape of ``b``.
     """
     m = jac.shape[0]
+    vector = b.ndim == 1
+    b = b[:, None] if vector else b
+    k = b.shape[1]
     scale = (jnp.sum(jac**2) + jnp.sum(pattern.diagonal(a_values))) / pattern.n
     p_values = pattern.values(jnp.zeros(pattern.slot.shape[0]), PRECONDITIONER_RIDGE * scale) + a_values
-    y_all = pattern.solve(p_values, jnp.concatenate([b[:, None], jac.T], axis=1))
-    y, big_y = y_all[:, 0], y_all[:, 1:]
+    y_all = pattern.solve(p_values, jnp.concatenate([b, jac.T], axis=1))
+    y, big_y = y_all[:, :k], y_all[:, k:]
     # the (M, M) capacitance matrix I + J A⁻¹ Jᵀ, factorised once (LU: robust when A is nearly singular)
     cap = jax.scipy.linalg.lu_factor(jnp.eye(m) + jac @ big_y)
 
@@ -151,4 +154,4 @@ def solve_normal(jac, pattern: SparsePattern, a_values, b, *, refine: int = 1) -
     for _ in range(refine):
         r = b - (jac.T @ (jac @ x) + pattern.matvec(a_values, x))
         x = x + woodbury(pattern.solve(p_values, r))
-    return x
+    return x[:, 0] if vector else x
