@@ -62,14 +62,17 @@ def file_sha256(path) -> str:
     return h.hexdigest()
 
 
-def write_shard(path, arrays: dict, *, start: int, stop: int, compress: bool = False) -> str:
-    """Write a shard and then its sidecar, both atomically; returns the shard's SHA-256."""
+def write_shard(path, arrays: dict, *, start: int, stop: int, compress: bool = False, fields=FIELDS) -> str:
+    """Write a shard and then its sidecar, both atomically; returns the shard's SHA-256.
+
+    ``fields``: the arrays a shard holds (default :data:`FIELDS`, the DGM data set's; other
+    data sets, such as the KTC2023 simulator's, name their own)."""
     path = Path(path)
-    missing = set(FIELDS) - set(arrays)
+    missing = set(fields) - set(arrays)
     if missing:
         raise ValueError(f"shard is missing fields {sorted(missing)}")
     with atomic_path(path) as tmp:
-        (np.savez_compressed if compress else np.savez)(tmp, **{k: arrays[k] for k in FIELDS})
+        (np.savez_compressed if compress else np.savez)(tmp, **{k: arrays[k] for k in fields})
         os.chmod(tmp, 0o644)  # mkstemp makes 0600 files
         digest = file_sha256(tmp)
     atomic_write_text(path.with_suffix(".json"),
@@ -77,8 +80,9 @@ def write_shard(path, arrays: dict, *, start: int, stop: int, compress: bool = F
     return digest
 
 
-def verify_shard(path, start: int, stop: int) -> bool:
-    """True if the shard and its sidecar exist, the hash matches and it holds exactly [start, stop)."""
+def verify_shard(path, start: int, stop: int, fields=FIELDS) -> bool:
+    """True if the shard and its sidecar exist, the hash matches and it holds exactly [start, stop)
+    with the arrays ``fields``."""
     path = Path(path)
     side = path.with_suffix(".json")
     if not (path.exists() and side.exists()):
@@ -88,7 +92,7 @@ def verify_shard(path, start: int, stop: int) -> bool:
         if (meta["start"], meta["stop"]) != (start, stop) or meta["sha256"] != file_sha256(path):
             return False
         with np.load(path) as z:
-            if set(z.files) != set(FIELDS):
+            if set(z.files) != set(fields):
                 return False
             return np.array_equal(z["index"], np.arange(start, stop))
     except (OSError, ValueError, KeyError):

@@ -45,7 +45,7 @@ from ..mesh import Mesh
 from ..protocol import from_arrays
 from .dataset import EITDataset, _array, _check_file_patterns, _check_not_all_zero, _read_mat
 
-__all__ = ["load_ktc2023", "load_ktc_truth", "load_ktc_mesh", "ktc_level_mask",
+__all__ = ["load_ktc2023", "load_ktc_reference", "load_ktc_truth", "load_ktc_mesh", "ktc_level_mask",
            "KTC_RADIUS", "KTC_N_ELECTRODES", "KTC_ELECTRODE_WIDTH", "KTC_LEVELS"]
 
 KTC_RADIUS = 0.115  # m
@@ -143,6 +143,32 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
         current_unit="mA",
         name=f"{path.stem}_level{level}",
     )
+
+
+def load_ktc_reference(ref_path, level: int = 1) -> EITDataset:
+    """The empty-tank file ``ref.mat`` alone as an :class:`EITDataset` (voltages = reference = ``Uelref``).
+
+    For what needs the protocol and the empty tank but no target (calibration, the simulator of
+    :mod:`jaxeit.realdata.ktc_simulator`). Same checks and fields as :func:`load_ktc2023`.
+    """
+    ref_path = Path(ref_path)
+    level = _check_level(level)
+    ref = _read_mat(ref_path, ("Injref", "Mpat", "Uelref"), "KTC2023 reference")
+    inj = _array(ref, "Injref", (None, None), ref_path)
+    n_el, n_inj = inj.shape
+    mpat = _array(ref, "Mpat", (n_el, None), ref_path)
+    n_meas = mpat.shape[1]
+    _check_file_patterns(ref_path, inj, mpat, "Injref", "Mpat")
+    uref = _array(ref, "Uelref", (None, None), ref_path)
+    if uref.size != n_inj * n_meas or min(uref.shape) != 1:
+        raise ValueError(f"{ref_path}: Uelref has shape {uref.shape}, expected ({n_inj * n_meas}, 1)")
+    _check_not_all_zero(ref_path, "Uelref", uref)
+    protocol = from_arrays(inj, mpat, currents_per_column=True, measurements_per_column=True)
+    return EITDataset(protocol=protocol, voltages=uref.reshape(-1), reference=uref.reshape(-1),
+                      mask=ktc_level_mask(inj, n_meas, level), radius=KTC_RADIUS, n_electrodes=n_el,
+                      electrode_width=KTC_ELECTRODE_WIDTH if n_el == KTC_N_ELECTRODES else None,
+                      electrode_angles=2 * np.pi * np.arange(n_el) / n_el, current_unit="mA",
+                      name=f"{ref_path.stem}_level{level}")
 
 
 def load_ktc_truth(path) -> np.ndarray:

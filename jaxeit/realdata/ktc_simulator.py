@@ -1,0 +1,310 @@
+"""KTC2023 tank simulator: random targets in the challenge's truth frame and their CEM voltages.
+
+Training data for learned KTC2023 segmentations, made on jaxeit's complete electrode model
+in the geometry the real data fit (:func:`jaxeit.realdata.ktc_mesh`: electrode 1 at the top,
+counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
+
+* **Targets** (:func:`random_truth`): 1–3 objects in the 256 × 256 truth frame of
+  :mod:`jaxeit.realdata.ktc` (0 water, 1 resistive, 2 conductive): discs, polygons of 3–7
+  vertices, smooth star-shaped blobs, thin bars and crosses of two bars (the shapes of the
+  training truths), placed apart or, with probability ``touch_probability``, touching the
+  previous object; each object's class is drawn with equal odds.
+* **Conductivities**: water σ_bg = the calibrated background × (1 ± ``background_spread``);
+  each object σ_bg × 10^U(``resistive_decades``) or × 10^U(``conductive_decades``);
+  element values are the pixel averages over each element (partial volumes).
+* **Measurements**: the 76 injections × 31 differences of the challenge (from ``ref.mat``:
+  currents in mA, converted to A), every sample with its own contact impedance (the
+  calibrated z × a log-uniform factor in ``z_factor``), for the target and for the empty
+  tank. Both get the same per-channel offset (31 values, N(0, ``offset_std``²) V: the real
+  data showed offsets of up to 0.1 V per measurement channel, which cancel in difference
+  data) and independent noise of the organisers' model,
+  std = √((5·10⁻⁴·|U_ref|)² + (10⁻⁴·max|U_ref|)²).
+* **Levels** only remove measurements (:func:`jaxeit.io.ktc_level_mask`): a sample is
+  simulated once with all 2356 measurements and serves every level.
+
+Data are simulated on a finer mesh (``h``) than reconstructions use (no inverse crime),
+in batches (``jax.vmap`` of the forward solve over σ and z) and written in shards with
+sidecars (:mod:`jaxeit.data.store`), resumable: a run stopped anywhere keeps its complete
+shards and continues with the next. Sample i depends only on (``seed``, i).
+
+    >>> cfg = KTCSimConfig(n_samples=64)
+    >>> root = simulate_ktc(cfg, "runs/ktc_sim", reference="ktc2023/training/ref.mat")
+    >>> data = load_ktc_simulation(root)          # truth (n, 256, 256) uint8, voltages (n, 2356), ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from ..data.store import shard_path, verify_shard, write_shard
+from ..grid import grid_to_mesh
+from ..io import data_dir, load_ktc_reference
+from ..io_utils import atomic_write_text
+from .calibrate import calibrate_dataset, forward_model
+from .ktc import KTC_GRID, to_truth_frame
+from .tanks import ktc_mesh
+
+__all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "SHAPES", "SIM_FIELDS"]
+
+#: the object shapes of :func:`random_truth`
+SHAPES = ("disc", "polygon", "blob", "bar", "cross")
+#: arrays of a simulator shard
+SIM_FIELDS = ("index", "truth", "voltages", "reference", "sigma_bg", "contact_impedance")
+_N = 256                       # truth-frame pixels per side
+_CENTRE = (_N - 1) / 2.0       # the tank's centre in pixel coordinates
+_R_PIX = _N / 2.0              # the tank's radius in pixels
+
+
+@dataclasses.dataclass(frozen=True)
+class KTCSimConfig:
+    """Settings of a simulated KTC2023 data set (defaults: the description in the module notes).
+
+    Sizes in truth-frame pixels (0.23/256 m ≈ 0.9 mm), conductivity factors relative to the
+    water's σ_bg, voltages in V.
+    """
+
+    n_samples: int = 16_384
+    seed: int = 0
+    h: float = 0.006                        # data mesh size (m); reconstructions use 0.014
+    max_objects: int = 3
+    shape_weights: tuple = (1.0, 1.0, 1.0, 1.0, 0.5)   # SHAPES
+    size_range: tuple = (14.0, 42.0)        # object radius (half the bar length / 2.5) in pixels
+    touch_probability: float = 0.2
+    margin: float = 8.0                     # pixels kept free inside the tank wall
+    background_spread: float = 0.05
+    resistive_decades: tuple = (-3.0, -1.0)
+    conductive_decades: tuple = (1.0, 3.0)
+    z_factor: tuple = (0.3, 3.0)
+    offset_std: float = 0.02
+    noise_relative: float = 5e-4
+    noise_floor: float = 1e-4
+    shard_size: int = 256
+    batch_size: int = 16
+
+    def __post_init__(self):
+        bad = lambda msg: (_ for _ in ()).throw(ValueError(f"KTCSimConfig: {msg}"))  # noqa: E731
+        for name in ("n_samples", "max_objects", "shard_size", "batch_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                bad(f"{name} must be an integer >= 1, got {value!r}")
+        if len(self.shape_weights) != len(SHAPES) or min(self.shape_weights) < 0 or sum(self.shape_weights) <= 0:
+            bad(f"shape_weights must be {len(SHAPES)} non-negative weights for {SHAPES}, got {self.shape_weights}")
+        lo, hi = self.size_range
+        if not 2 <= lo <= hi <= _R_PIX / 2:
+            bad(f"size_range must satisfy 2 <= lo <= hi <= {_R_PIX / 2:g} pixels, got {self.size_range}")
+        for name in ("h", "offset_std", "noise_relative", "noise_floor", "margin"):
+            value = getattr(self, name)
+            if not (math.isfinite(value) and value >= 0) or (name == "h" and value == 0):
+                bad(f"{name} must be a finite number >= 0 (h > 0), got {value!r}")
+        if not 0 <= self.touch_probability <= 1 or not 0 <= self.background_spread < 1:
+            bad("touch_probability must be in [0, 1] and background_spread in [0, 1)")
+        if not 0 < self.z_factor[0] <= self.z_factor[1]:
+            bad(f"z_factor must be 0 < lo <= hi, got {self.z_factor}")
+
+
+# -- targets --------------------------------------------------------------------------
+
+def _pixel_grid():
+    i, j = np.mgrid[0:_N, 0:_N]
+    return j - _CENTRE, _CENTRE - i          # x to the right, y up, in pixels (truth frame: row 0 at the top)
+
+
+_XY = _pixel_grid()
+
+
+def _inside(shape: str, rng, size: float, centre, angle: float) -> np.ndarray:
+    """(256, 256) bool of one object of ``shape`` and radius ``size`` (pixels) at ``centre``."""
+    x, y = _XY[0] - centre[0], _XY[1] - centre[1]
+    c, s = math.cos(angle), math.sin(angle)
+    u, v = c * x + s * y, -s * x + c * y       # object frame
+    r, theta = np.hypot(u, v), np.arctan2(v, u)
+    if shape == "disc":
+        return r <= size
+    if shape == "blob":                         # r(θ) = size·(1 + Σ a_k cos(kθ + φ_k)), k = 2..4
+        radius = np.full_like(theta, 1.0)
+        for k in (2, 3, 4):
+            radius += rng.uniform(0.0, 0.25 / (k - 1)) * np.cos(k * theta + rng.uniform(0, 2 * np.pi))
+        return r <= size * radius
+    if shape == "polygon":
+        n = int(rng.integers(3, 8))
+        angles = np.sort(rng.uniform(0, 2 * np.pi, n)) if rng.uniform() < 0.5 else np.arange(n) * 2 * np.pi / n
+        radii = size * rng.uniform(0.8, 1.15, n)
+        px, py = radii * np.cos(angles), radii * np.sin(angles)
+        inside = np.ones(u.shape, bool)
+        for k in range(n):                      # convex: inside every edge's half-plane (ccw vertices)
+            ax, ay, bx, by = px[k], py[k], px[(k + 1) % n], py[(k + 1) % n]
+            inside &= (bx - ax) * (v - ay) - (by - ay) * (u - ax) >= 0
+        return inside
+    half_length, half_width = size * 1.25, max(2.5, size * rng.uniform(0.12, 0.25))
+    bar = (np.abs(u) <= half_length) & (np.abs(v) <= half_width)
+    if shape == "bar":
+        return bar
+    return bar | ((np.abs(v) <= half_length * rng.uniform(0.6, 1.0)) & (np.abs(u) <= half_width))   # cross
+
+
+def random_truth(rng: np.random.Generator, config: KTCSimConfig = KTCSimConfig()) -> tuple[np.ndarray, list]:
+    """A random target: (256, 256) uint8 truth (0 water, 1 resistive, 2 conductive) in the truth frame and
+    the objects' (class, mask) list, later objects painted over earlier ones (so touching shapes meet)."""
+    weights = np.asarray(config.shape_weights, np.float64)
+    n_objects = int(rng.integers(1, config.max_objects + 1))
+    truth = np.zeros((_N, _N), np.uint8)
+    objects, centres, sizes = [], [], []
+    for _ in range(n_objects):
+        shape = SHAPES[int(rng.choice(len(SHAPES), p=weights / weights.sum()))]
+        size = float(rng.uniform(*config.size_range))
+        reach = size * (1.25 if shape in ("bar", "cross") else 1.15)
+        limit = _R_PIX - config.margin - reach
+        for _attempt in range(200):
+            if centres and rng.uniform() < config.touch_probability:   # next to the previous object
+                phi = rng.uniform(0, 2 * np.pi)
+                centre = np.asarray(centres[-1]) + 0.9 * (sizes[-1] + size) * np.array([np.cos(phi), np.sin(phi)])
+                if np.hypot(*centre) <= limit:
+                    break
+            else:
+                rho, phi = limit * math.sqrt(rng.uniform()), rng.uniform(0, 2 * np.pi)
+                centre = np.array([rho * np.cos(phi), rho * np.sin(phi)])
+                if all(np.hypot(*(centre - c)) > reach + r + 4 for c, r in zip(centres, sizes)):
+                    break
+        else:
+            continue                                                   # no room left: fewer objects
+        mask = _inside(shape, rng, size, centre, rng.uniform(0, 2 * np.pi))
+        label = int(rng.integers(1, 3))
+        truth[mask] = label
+        objects.append((label, mask))
+        centres.append(centre)
+        sizes.append(reach)
+    return truth, objects
+
+
+def _sample_rng(seed: int, index: int) -> np.random.Generator:
+    return np.random.default_rng([int(seed), int(index)])
+
+
+# -- simulation -----------------------------------------------------------------------
+
+def _sample_parameters(config: KTCSimConfig, index: int, sigma_cal: float, z_cal: float):
+    """Truth, σ image (256, 256) in the truth frame, σ_bg, z, and the offset and noise draws of sample ``index``."""
+    rng = _sample_rng(config.seed, index)
+    truth, objects = random_truth(rng, config)
+    sigma_bg = sigma_cal * (1.0 + rng.uniform(-config.background_spread, config.background_spread))
+    image = np.full((_N, _N), sigma_bg)
+    for label, mask in objects:
+        decades = config.resistive_decades if label == 1 else config.conductive_decades
+        image[mask] = sigma_bg * 10.0 ** rng.uniform(*decades)
+    z = z_cal * math.exp(rng.uniform(math.log(config.z_factor[0]), math.log(config.z_factor[1])))
+    return truth, image, sigma_bg, z, rng
+
+
+def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
+    """Simulate ``config.n_samples`` KTC2023 samples into ``out`` (resumable; see the module notes).
+
+    Args:
+        config: :class:`KTCSimConfig`.
+        out: the data set folder (``metadata.json`` and ``samples/shard_*.npz``).
+        reference: the challenge's ``ref.mat`` (a path; a relative path not found is looked up
+            in :func:`jaxeit.io.data_dir`): the protocol, and the empty tank that calibrates σ_bg
+            and z.
+        log: progress lines (``None`` for none).
+
+    Returns:
+        ``out`` as a Path. A folder holding another config is refused (``ValueError``).
+    """
+    out = Path(out)
+    reference = Path(reference)
+    if not reference.exists() and not reference.is_absolute() and (data_dir() / reference).exists():
+        reference = data_dir() / reference
+    log = log or (lambda *_: None)
+    meta_path = out / "metadata.json"
+    config_json = dataclasses.asdict(config)
+    if meta_path.exists():
+        saved = json.loads(meta_path.read_text())["config"]
+        if saved != json.loads(json.dumps(config_json)):
+            diff = {k: (saved.get(k), v) for k, v in json.loads(json.dumps(config_json)).items() if saved.get(k) != v}
+            raise ValueError(f"{out} holds a simulation with another config ({diff}); choose another folder")
+    ref = load_ktc_reference(reference)
+    t0 = time.perf_counter()
+    mesh = ktc_mesh(h=config.h)
+    cal = calibrate_dataset(ref, ktc_mesh(h=0.014))
+    model = forward_model(ref, mesh, masked=False, contact_impedance=cal.contact_impedance).with_checks(False)
+    to_mesh = grid_to_mesh(mesh, KTC_GRID, samples=4)
+    pattern = np.asarray(ref.protocol.pattern)
+    first = {p: int(np.flatnonzero(pattern == p)[0]) for p in np.unique(pattern)}
+    channel = np.arange(len(pattern)) - np.asarray([first[p] for p in pattern])   # measurement k of its injection
+    meta = {"config": config_json, "reference": str(reference), "calibration": {
+        "sigma": cal.sigma, "contact_impedance": float(np.mean(cal.contact_impedance)), "residual": cal.residual},
+        "mesh": {"h": config.h, "n_nodes": mesh.n_nodes, "n_elements": mesh.n_elements},
+        "n_measurements": ref.protocol.n_measurements, "fields": list(SIM_FIELDS),
+        "shards": [[s, min(s + config.shard_size, config.n_samples)]
+                   for s in range(0, config.n_samples, config.shard_size)]}
+    out.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(meta_path, json.dumps(meta, indent=1))
+    solve = jax.jit(jax.vmap(lambda s, z: model.voltages(s, z)))
+    z_cal = float(np.mean(cal.contact_impedance))
+    done = 0
+    for k, (start, stop) in enumerate(meta["shards"]):
+        path = shard_path(out, "samples", k)
+        if verify_shard(path, start, stop, fields=SIM_FIELDS):
+            continue
+        arrays = {f: [] for f in SIM_FIELDS}
+        for b0 in range(start, stop, config.batch_size):
+            idx = range(b0, min(b0 + config.batch_size, stop))
+            params = [_sample_parameters(config, i, cal.sigma, z_cal) for i in idx]
+            pad = config.batch_size - len(params)                 # one compiled batch size
+            sig = np.stack([np.asarray(to_mesh(jnp.asarray(to_truth_frame(p[1])))) for p in params])
+            bg = np.stack([np.full(mesh.n_elements, p[2]) for p in params])
+            zs = np.asarray([p[3] for p in params])
+            both = np.concatenate([sig, bg] + ([np.repeat(bg[-1:], 2 * pad, 0)] if pad else []))
+            zz = np.concatenate([zs, zs] + ([np.repeat(zs[-1:], 2 * pad)] if pad else []))
+            volts = np.asarray(solve(jnp.asarray(both), jnp.asarray(zz)))
+            clean, empty = volts[:len(params)], volts[config.batch_size:config.batch_size + len(params)]
+            for i, p, vc, ve in zip(idx, params, clean, empty):
+                rng = p[4]
+                offset = rng.normal(0.0, config.offset_std, channel.max() + 1)[channel]   # per channel
+                std = np.sqrt((config.noise_relative * np.abs(ve)) ** 2 + (config.noise_floor * np.abs(ve).max()) ** 2)
+                arrays["index"].append(i)
+                arrays["truth"].append(p[0])
+                arrays["voltages"].append(vc + offset + std * rng.standard_normal(vc.shape))
+                arrays["reference"].append(ve + offset + std * rng.standard_normal(ve.shape))
+                arrays["sigma_bg"].append(p[2])
+                arrays["contact_impedance"].append(p[3])
+        write_shard(path, {f: np.asarray(v) for f, v in arrays.items()}, start=start, stop=stop,
+                    compress=True, fields=SIM_FIELDS)
+        done += stop - start
+        rate = done / (time.perf_counter() - t0)
+        log(f"[ktc-sim] shard {k + 1}/{len(meta['shards'])}: {stop}/{config.n_samples} samples, "
+            f"{rate:.1f} samples/s, ETA {(config.n_samples - stop) / max(rate, 1e-9) / 60:.1f} min")
+    return out
+
+
+def load_ktc_simulation(root, *, limit: int | None = None) -> dict[str, np.ndarray]:
+    """The samples of a simulated KTC2023 data set as arrays (``SIM_FIELDS``), in index order.
+
+    ``ValueError`` for a folder that is not such a data set or an incomplete one (rerun
+    :func:`simulate_ktc` to finish it)."""
+    root = Path(root)
+    meta_path = root / "metadata.json"
+    if not meta_path.exists():
+        raise ValueError(f"{root} is not a simulated KTC2023 data set (no metadata.json); make one with simulate_ktc")
+    meta = json.loads(meta_path.read_text())
+    out = {f: [] for f in SIM_FIELDS}
+    n = 0
+    for k, (start, stop) in enumerate(meta["shards"]):
+        if limit is not None and n >= limit:
+            break
+        path = shard_path(root, "samples", k)
+        if not path.exists():
+            raise ValueError(f"shard {path} is missing: the data set is incomplete (rerun simulate_ktc to resume)")
+        with np.load(path) as z:
+            for f in SIM_FIELDS:
+                out[f].append(z[f])
+        n += stop - start
+    data = {f: np.concatenate(v) for f, v in out.items()}
+    return data if limit is None else {f: v[:limit] for f, v in data.items()}
