@@ -207,7 +207,11 @@ class LinearGN:
             name = "matrix"
         r_diag_mean = float(np.mean(np.bincount(rows[rows == cols], values[rows == cols], model.n_elements)))
         lam_used = float(alpha * d.mean() / r_diag_mean) if lam is None else float(lam)
-        if len(values) > _SPARSE_PRIOR_FRACTION * model.n_elements**2:   # a dense R: one dense solve
+        if len(values) > _SPARSE_PRIOR_FRACTION * model.n_elements**2 or jac.shape[0] >= model.n_elements:
+            # a dense R, or at least as many measurements as elements: the E × E solve is the cheaper one
+            if dense_r is None:
+                dense_r = np.zeros((model.n_elements, model.n_elements))
+                np.add.at(dense_r, (rows, cols), values)
             h = np.linalg.solve(jac.T @ jw + lam_used * dense_r, jw.T)
         else:
             pattern = SparsePattern.from_triplets(rows, cols, model.n_elements, model.solver)
