@@ -58,6 +58,8 @@ class UNetConfig:
         num_heads: attention heads.
         num_groups: GroupNorm groups (must divide every width).
         out_channels: 2 = ε̂ and the learned-range variance value.
+        in_channels: input channels (1 for the prior's images; more for networks that
+            take several images, such as the KTC2023 segmenter's linearised reconstructions).
     """
 
     image_size: int = 32
@@ -68,6 +70,7 @@ class UNetConfig:
     num_heads: int = 4
     num_groups: int = 8
     out_channels: int = 2
+    in_channels: int = 1
 
     def __post_init__(self):
         levels = len(self.channel_mult)
@@ -165,7 +168,8 @@ class Upsample(nnx.Module):
 
 
 class UNet(nnx.Module):
-    """The ε / variance U-Net; ``model(x, t)`` maps (B, n, n, 1), (B,) to (B, n, n, 2) float32."""
+    """The ε / variance U-Net; ``model(x, t)`` maps (B, n, n, in_channels), (B,) to (B, n, n, out_channels)
+    float32 (the prior: 1 → 2 channels, ε̂ and the variance value; ``t`` conditions every block)."""
 
     def __init__(self, config: UNetConfig, *, rngs: nnx.Rngs):
         self.config = config
@@ -174,7 +178,7 @@ class UNet(nnx.Module):
         emb_dim = 4 * ch0
         self.emb1 = nnx.Linear(ch0, emb_dim, rngs=rngs)
         self.emb2 = nnx.Linear(emb_dim, emb_dim, rngs=rngs)
-        self.conv_in = _conv(1, ch0, rngs)
+        self.conv_in = _conv(c.in_channels, ch0, rngs)
 
         down, skips = [], [ch0]
         ch, res = ch0, c.image_size

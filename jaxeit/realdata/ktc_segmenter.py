@@ -1,0 +1,305 @@
+"""A learned KTC2023 segmentation: a U-Net on linearised reconstructions, trained on simulated tanks.
+
+The approach of the challenge's winners (Denker et al. 2024, learned post-processing): the
+input is a few linearised reconstructions of the difference data
+(:class:`jaxeit.realdata.ktc_features.LinearisedInputs`: smoothness, Laplace and NOSER priors,
+n × n, each channel scaled by its largest magnitude so that the network sees shapes, not
+amplitudes) and the difficulty level, which conditions every block of the U-Net of
+:mod:`jaxeit.priors.unet` in place of a diffusion time; the output is three class logits
+(water, resistive, conductive) on the n × n grid, upsampled bilinearly to the 256 × 256 truth
+frame, trained with the cross-entropy over the tank's pixels on simulated data only
+(:mod:`jaxeit.realdata.ktc_simulator`). Every sample is shown at a level drawn per step, so
+one network serves all seven levels.
+
+Training runs through :mod:`jaxeit.training` (state, AdamW with warm-up and cosine decay, EMA,
+atomic resumable checkpoints, time budget, signals, early stopping on the validation
+cross-entropy of the EMA weights). A step's batch and levels are functions of the step
+number, so a stopped run resumes exactly.
+
+    >>> result = train_segmenter("runs/ktc_sim", "runs/ktc_unet", reference="ktc2023/training/ref.mat",
+    ...                          max_seconds=7200)
+    >>> seg = Segmenter.load("runs/ktc_unet")
+    >>> labels = seg.segment(voltages, reference_voltages, level=4)     # (256, 256) uint8
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from flax import nnx
+
+from .. import training
+from ..io import data_dir, load_ktc_reference
+from ..io.ktc import KTC_LEVELS
+from ..io_utils import atomic_write_text
+from ..priors.unet import UNetConfig, abstract_params, count_params, init_params
+from ..training import Checkpointer, EarlyStopping, OptimizerConfig
+from .ktc import disk_mask
+from .ktc_features import FEATURE_PRIORS, LinearisedInputs
+from .ktc_simulator import load_ktc_simulation
+
+__all__ = ["SegmenterConfig", "train_segmenter", "Segmenter", "segmenter_loss", "CHECKPOINT_NAME"]
+
+CHECKPOINT_NAME = "checkpoint.npz"
+_N_CLASSES = 3
+#: config fields that may change when a run is resumed (they do not affect the state)
+_RESUMABLE_FIELDS = ("checkpoint_every", "log_every", "eval_every", "patience")
+
+
+@dataclasses.dataclass(frozen=True)
+class SegmenterConfig:
+    """Network, optimiser and data settings of a segmenter run (defaults: the intended full run)."""
+
+    image_size: int = 64
+    base_channels: int = 32
+    channel_mult: tuple = (1, 2, 2, 4)
+    num_res_blocks: int = 2
+    attention_resolutions: tuple = (8,)
+    num_heads: int = 4
+    num_groups: int = 8
+    mesh_h: float = 0.014            # reconstruction mesh of the linearised inputs (m)
+    batch_size: int = 16
+    steps: int = 8000
+    lr: float = 3e-4
+    warmup_steps: int = 200
+    min_lr_fraction: float = 0.05
+    weight_decay: float = 0.0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    n_val: int = 256                 # the last n_val simulated samples: validation, never trained on
+    seed: int = 0
+    checkpoint_every: int = 100
+    log_every: int = 10
+    eval_every: int = 250
+    patience: int = 8
+
+    def __post_init__(self):
+        for name in ("image_size", "batch_size", "steps", "n_val", "checkpoint_every", "log_every", "eval_every",
+                     "patience"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"SegmenterConfig: {name} must be an integer >= 1, got {value!r}")
+        self.unet_config()   # the U-Net's own checks
+
+    def unet_config(self) -> UNetConfig:
+        return UNetConfig(image_size=self.image_size, base_channels=self.base_channels,
+                          channel_mult=tuple(self.channel_mult), num_res_blocks=self.num_res_blocks,
+                          attention_resolutions=tuple(self.attention_resolutions), num_heads=self.num_heads,
+                          num_groups=self.num_groups, out_channels=_N_CLASSES, in_channels=len(FEATURE_PRIORS))
+
+    def optimizer(self) -> OptimizerConfig:
+        return OptimizerConfig(lr=self.lr, warmup_steps=self.warmup_steps, decay_steps=max(self.steps, 2),
+                               min_lr_fraction=self.min_lr_fraction, weight_decay=self.weight_decay,
+                               decoupled_weight_decay=True, grad_clip=self.grad_clip, ema_decay=self.ema_decay)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SegmenterConfig":
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+# -- the network and its loss ---------------------------------------------------------------
+
+def normalise_features(x):
+    """(..., P, n, n) → (..., n, n, P) float32, each channel divided by its largest magnitude."""
+    x = jnp.asarray(x, jnp.float32)
+    scale = jnp.max(jnp.abs(x), axis=(-2, -1), keepdims=True)
+    return jnp.moveaxis(x / jnp.where(scale > 0, scale, 1.0), -3, -1)
+
+
+@functools.lru_cache(maxsize=8)
+def _graphdef(unet_config: UNetConfig):
+    return abstract_params(unet_config)[0]
+
+
+def _logits(graphdef, params, x, level):
+    """(B, 256, 256, 3) truth-frame logits from features x (B, n, n, P) and levels (B,)."""
+    out = nnx.merge(graphdef, params)(x, level)                    # (B, n, n, 3)
+    return jax.image.resize(out, (out.shape[0], 256, 256, _N_CLASSES), "bilinear")
+
+
+def segmenter_loss(graphdef, params, batch):
+    """Mean cross-entropy over the tank's pixels, and the pixel accuracy, of a batch
+    ``{"x": (B, n, n, P), "level": (B,), "truth": (B, 256, 256) int}``."""
+    logits = _logits(graphdef, params, batch["x"], batch["level"])
+    logp = jax.nn.log_softmax(logits, axis=-1)
+    nll = -jnp.take_along_axis(logp, batch["truth"][..., None].astype(jnp.int32), axis=-1)[..., 0]
+    inside = jnp.asarray(disk_mask(), jnp.float32)
+    loss = jnp.sum(nll * inside) / (inside.sum() * nll.shape[0])
+    acc = jnp.sum((jnp.argmax(logits, -1) == batch["truth"]) * inside) / (inside.sum() * nll.shape[0])
+    return loss, {"accuracy": acc}
+
+
+# -- data -----------------------------------------------------------------------------------
+
+class _Batches:
+    """Batch ``s`` of a run: samples from a seeded per-epoch permutation, one level per sample from
+    ``default_rng([seed, 1, s])``; features computed on the fly (a few ms per batch)."""
+
+    def __init__(self, data: dict, features: LinearisedInputs, batch_size: int, seed: int):
+        self.data, self.features, self.batch_size, self.seed = data, features, batch_size, seed
+        self.n = len(data["truth"])
+        if self.n < batch_size:
+            raise ValueError(f"{self.n} training samples are fewer than one batch of {batch_size}")
+        self.spe = self.n // batch_size
+        self._perm = (None, None)
+
+    def make(self, idx, levels) -> dict:
+        x = np.empty((len(idx), len(FEATURE_PRIORS), self.features.size, self.features.size), np.float32)
+        for level in np.unique(levels):
+            sel = levels == level
+            x[sel] = self.features(self.data["voltages"][idx[sel]], self.data["reference"][idx[sel]], int(level))
+        return {"x": normalise_features(x), "level": jnp.asarray(levels, jnp.float32),
+                "truth": jnp.asarray(self.data["truth"][idx], jnp.int32)}
+
+    def __call__(self, step: int) -> dict:
+        epoch, pos = divmod(int(step), self.spe)
+        if self._perm[0] != epoch:
+            self._perm = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(self.n))
+        idx = np.sort(self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size])
+        levels = np.random.default_rng([self.seed, 1, int(step)]).integers(min(KTC_LEVELS), max(KTC_LEVELS) + 1,
+                                                                           len(idx))
+        return self.make(idx, levels)
+
+
+def _split(data: dict, n_val: int) -> tuple[dict, dict]:
+    n = len(data["truth"])
+    if n_val >= n:
+        raise ValueError(f"n_val={n_val} leaves no training samples of the {n} simulated")
+    return ({k: v[: n - n_val] for k, v in data.items()}, {k: v[n - n_val:] for k, v in data.items()})
+
+
+# -- training -------------------------------------------------------------------------------
+
+def _resolve(path) -> Path:
+    path = Path(path)
+    return data_dir() / path if not path.exists() and not path.is_absolute() and (data_dir() / path).exists() else path
+
+
+def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = SegmenterConfig(),
+                    resume: bool = True, max_seconds: float | None = None, progress: bool = True,
+                    log=print) -> training.LoopResult:
+    """Train (or resume) a segmenter in ``workdir`` on the simulated set ``data_root``; export its EMA weights.
+
+    Args:
+        data_root: a :func:`~jaxeit.realdata.ktc_simulator.simulate_ktc` folder.
+        workdir: checkpoints (``checkpoint.npz``) and the exported ``segmenter.npz`` + ``segmenter.json``.
+        reference: the challenge's ``ref.mat`` (calibration and protocol of the inputs).
+        config: :class:`SegmenterConfig`.
+        resume: continue from ``workdir``'s checkpoint (its config must match).
+        max_seconds: wall-clock budget of this call (stops at a step boundary with a checkpoint).
+        progress: a tqdm bar with the loss and ETA; ``log``: one-line messages.
+
+    Returns:
+        The :class:`jaxeit.training.LoopResult`.
+    """
+    log = log or (lambda *a, **k: None)
+    workdir = Path(workdir)
+    workdir.mkdir(parents=True, exist_ok=True)
+    train_data, val_data = _split(load_ktc_simulation(data_root), config.n_val)
+    ref = load_ktc_reference(_resolve(reference))
+    log(f"[segmenter] linearised inputs: calibrating and forming the operators of levels 1-7 (h = {config.mesh_h} m)")
+    features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
+    graphdef = _graphdef(config.unet_config())
+    opt = config.optimizer()
+    ckpt = Checkpointer(workdir / CHECKPOINT_NAME, config.to_dict(), mutable=_RESUMABLE_FIELDS)
+    template = jax.eval_shape(lambda p: training.init_state(p, opt), abstract_params(config.unet_config())[1])
+    loaded = ckpt.load(template) if resume else None
+    if loaded is None:
+        params = init_params(config.unet_config(), jax.random.PRNGKey(config.seed))[1]
+        state, history, wall, notes, pending, es = training.init_state(params, opt), [], 0.0, [], None, None
+        log(f"[segmenter] new run: {count_params(params):,} parameters, {len(train_data['truth'])} training and "
+            f"{len(val_data['truth'])} validation samples")
+    else:
+        state, history, wall, notes, pending = (loaded.state, loaded.history, loaded.wall_time, loaded.notes,
+                                                loaded.pending)
+        es = loaded.early_stop
+        log(f"[segmenter] resumed at step {int(state.step)} ({wall / 60:.1f} min so far)")
+
+    def loss_fn(params, batch, key, extra):
+        return segmenter_loss(graphdef, params, batch)
+
+    step = training.make_train_step(loss_fn, opt)
+    batches = _Batches(train_data, features, config.batch_size, config.seed)
+    key = jax.random.PRNGKey(config.seed)
+    val_levels = np.arange(len(val_data["truth"])) % 7 + 1          # every level, fixed
+    val_batches = [_Batches(val_data, features, config.batch_size, config.seed).make(
+        np.arange(i, min(i + config.batch_size, len(val_levels))), val_levels[i:i + config.batch_size])
+        for i in range(0, len(val_levels), config.batch_size)]
+    val_loss = jax.jit(lambda p, b: segmenter_loss(graphdef, p, b)[0])
+
+    def evaluate(st):
+        return float(np.mean([float(val_loss(st.ema, b)) for b in val_batches]))
+
+    result = training.train_loop(lambda st, s: step(st, batches(s), key, None), state, end=config.steps,
+                                 checkpointer=ckpt, history=history, wall_time=wall, notes=notes, pending=pending,
+                                 log_every=config.log_every, checkpoint_every=config.checkpoint_every,
+                                 max_seconds=max_seconds, steps_per_epoch=batches.spe,
+                                 early_stopping=EarlyStopping(evaluate, every=config.eval_every,
+                                                              patience=config.patience),
+                                 early_stop_state=es, progress=progress, desc="segmenter", log=log)
+    _export(workdir, config, result, len(train_data["truth"]), features)
+    return result
+
+
+def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult, n_train: int, features) -> None:
+    """``segmenter.npz`` (EMA weights, float32) and ``segmenter.json`` (config, provenance, losses)."""
+    training.save_arrays(workdir / "segmenter.npz", result.state.ema, meta={"config": config.to_dict()})
+    steps = int(result.state.step)
+    card = {"config": config.to_dict(), "steps": steps, "samples_seen": steps * config.batch_size,
+            "training_samples": n_train, "epochs": steps * config.batch_size / max(n_train, 1),
+            "wall_time_s": result.wall_time, "stop_reason": str(result.stop_reason.value),
+            "early_stop": result.early_stop, "device": jax.devices()[0].device_kind,
+            "calibration": {"sigma": features.calibration.sigma,
+                            "contact_impedance": float(np.mean(features.calibration.contact_impedance))},
+            "history": result.history[-20:]}
+    atomic_write_text(workdir / "segmenter.json", json.dumps(card, indent=1, default=str))
+
+
+# -- inference ------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Segmenter:
+    """A trained segmenter: ``segment(voltages, reference, level)`` → (256, 256) uint8 classes."""
+
+    config: SegmenterConfig
+    params: object
+    features: LinearisedInputs
+
+    @classmethod
+    def load(cls, folder, *, reference="ktc2023/training/ref.mat") -> "Segmenter":
+        """The exported weights of a :func:`train_segmenter` run in ``folder``; ``reference`` (``ref.mat``)
+        sets up the linearised inputs (its calibration)."""
+        folder = Path(folder)
+        path = folder / "segmenter.npz"
+        if not path.exists():
+            raise ValueError(f"{folder} holds no trained segmenter (segmenter.npz): train one with "
+                             "jaxeit.realdata.ktc_segmenter.train_segmenter")
+        config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
+        params, _ = training.load_arrays(path, abstract_params(config.unet_config())[1])
+        features = LinearisedInputs.build(load_ktc_reference(_resolve(reference)), h=config.mesh_h,
+                                          size=config.image_size)
+        return cls(config, params, features)
+
+    def logits(self, voltages, reference, level: int) -> np.ndarray:
+        """(..., 256, 256, 3) class logits in the truth frame."""
+        x = self.features(voltages, reference, level)
+        single = x.ndim == 3
+        x = normalise_features(x[None] if single else x)
+        out = np.asarray(_logits(_graphdef(self.config.unet_config()), self.params, x,
+                                 jnp.full((x.shape[0],), float(level))))
+        return out[0] if single else out
+
+    def segment(self, voltages, reference, level: int) -> np.ndarray:
+        """(..., 256, 256) uint8: 0 water, 1 resistive, 2 conductive; 0 outside the tank."""
+        labels = np.argmax(self.logits(voltages, reference, level), axis=-1).astype(np.uint8)
+        return np.where(disk_mask(), labels, 0).astype(np.uint8)
+
