@@ -6,7 +6,7 @@ iterative driver (:func:`jaxeit.recon.driver.iterate`):
 ``chunk`` iterations run inside one compiled ``lax.while_loop`` per call, with a
 tqdm bar over chunks, exactly ``max_iter`` iterations in all. The driver stops
 a diverging fit (a non-finite loss, or a data misfit ``divergence_factor``
-times the smallest so far) at the last good parameters, with status
+times the smallest so far and above :data:`DIVERGENCE_FLOOR`) at the last good parameters, with status
 ``"diverged"``.
 
 The INR is evaluated once per step at the N mesh nodes; the FEM sees each element's
@@ -45,6 +45,10 @@ from .regularizers import Regularizer, as_pytree, total_variation
 __all__ = ["INRConfig", "INRFit", "INRTV", "fit_inr", "render", "make_problem", "data_loss", "domain_grid"]
 
 
+#: data misfits ‖F(σ) − v‖²/‖v‖² below this never count as a divergence (10 % relative residual)
+DIVERGENCE_FLOOR = 1e-2
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class INRConfig:
     """Settings of an INR reconstruction (defaults: Diff-INR §4.4 where it gives them)."""
@@ -59,7 +63,8 @@ class INRConfig:
     grid_size: int = 32  # regularisers see the INR on this grid (Diff-INR uses the prior's size)
     chunk: int = 50  # iterations per jitted scan call
     factor_features: bool = True  # low-rank factors of the fixed features when cheaper (equal to float32 rounding)
-    divergence_factor: float = 100.0  # stop ("diverged") when the data misfit exceeds this × its minimum so far
+    divergence_factor: float = 100.0  # stop ("diverged") when the data misfit exceeds this × max(its minimum
+    #                                   so far, DIVERGENCE_FLOOR)
 
 
 @functools.partial(jax.tree_util.register_dataclass,
@@ -185,7 +190,9 @@ class _INRStep:
         (loss, (d, r)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params, k, fraction)
         updates, new_opt = optimizer.update(grads, opt_state, params)
         new_params = optax.apply_updates(params, updates)
-        bad = ~jnp.isfinite(loss) | (d > self.config.divergence_factor * best)
+        # a misfit below the floor is no divergence, however much it grew: with a small contrast the
+        # first Adam steps can multiply a tiny misfit by hundreds and the fit still recovers
+        bad = ~jnp.isfinite(loss) | (d > self.config.divergence_factor * jnp.maximum(best, DIVERGENCE_FLOOR))
         # diverged: keep the parameters before the step that led here (their loss was finite)
         state = jax.tree.map(lambda keep, new: jnp.where(bad, keep, new),
                              (state[2], opt_state), (new_params, new_opt))
