@@ -108,20 +108,10 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     """
     path, ref_path = Path(path), Path(ref_path)
     level = _check_level(level)
-    data = _read_mat(path, ("Inj", "Mpat", "Uel"), "KTC2023 data")
-    inj = _array(data, "Inj", (None, None), path)
-    n_el, n_inj = inj.shape
-    mpat = _array(data, "Mpat", (n_el, None), path)
-    n_meas = mpat.shape[1]
-    _check_file_patterns(path, inj, mpat, "Inj", "Mpat")
-    volts = _array(data, "Uel", (None, None), path)
-    if volts.size != n_inj * n_meas or min(volts.shape) != 1:
-        raise ValueError(f"{path}: Uel has shape {volts.shape}, expected ({n_inj * n_meas}, 1) = "
-                         f"{n_inj} injections × {n_meas} measurements")
+    inj, mpat, volts = _read_recording(path, "Inj", "Uel", "KTC2023 data")
     ref = _read_mat(ref_path, ("Injref", "Uelref"), "KTC2023 reference")
     injref = _array(ref, "Injref", inj.shape, ref_path)
     uref = _array(ref, "Uelref", volts.shape, ref_path)
-    _check_not_all_zero(path, "Uel", volts)
     _check_not_all_zero(ref_path, "Uelref", uref)
     if "Mpat" in ref and not np.array_equal(_array(ref, "Mpat", mpat.shape, ref_path), mpat):
         raise ValueError(f"{ref_path}: Mpat differs from that of {path}; use the reference of the same data set")
@@ -129,20 +119,7 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     if not np.allclose(injref, inj, rtol=1e-3, atol=0):
         raise ValueError(f"{ref_path}: Injref differs from Inj of {path} (other injections); "
                          "use the reference of the same data set")
-    # Uel is column-major by injection, i.e. injection-major once flattened: matches from_arrays
-    protocol = from_arrays(inj, mpat, currents_per_column=True, measurements_per_column=True)
-    return EITDataset(
-        protocol=protocol,
-        voltages=volts.reshape(-1),
-        reference=uref.reshape(-1),
-        mask=ktc_level_mask(inj, n_meas, level),
-        radius=KTC_RADIUS,
-        n_electrodes=n_el,
-        electrode_width=KTC_ELECTRODE_WIDTH if n_el == KTC_N_ELECTRODES else None,
-        electrode_angles=2 * np.pi * np.arange(n_el) / n_el,
-        current_unit="mA",
-        name=f"{path.stem}_level{level}",
-    )
+    return _dataset(inj, mpat, volts, uref, level, path.stem)
 
 
 def load_ktc_reference(ref_path, level: int = 1) -> EITDataset:
@@ -153,22 +130,42 @@ def load_ktc_reference(ref_path, level: int = 1) -> EITDataset:
     """
     ref_path = Path(ref_path)
     level = _check_level(level)
-    ref = _read_mat(ref_path, ("Injref", "Mpat", "Uelref"), "KTC2023 reference")
-    inj = _array(ref, "Injref", (None, None), ref_path)
+    inj, mpat, uref = _read_recording(ref_path, "Injref", "Uelref", "KTC2023 reference")
+    return _dataset(inj, mpat, uref, uref, level, ref_path.stem)
+
+
+def _read_recording(path: Path, inj_name: str, volts_name: str, what: str):
+    """(Inj (L, P), Mpat (L, K), U (P·K, 1)) of a KTC2023 file, checked (``Inj``/``Uel`` or their ``ref`` names)."""
+    data = _read_mat(path, (inj_name, "Mpat", volts_name), what)
+    inj = _array(data, inj_name, (None, None), path)
     n_el, n_inj = inj.shape
-    mpat = _array(ref, "Mpat", (n_el, None), ref_path)
+    mpat = _array(data, "Mpat", (n_el, None), path)
     n_meas = mpat.shape[1]
-    _check_file_patterns(ref_path, inj, mpat, "Injref", "Mpat")
-    uref = _array(ref, "Uelref", (None, None), ref_path)
-    if uref.size != n_inj * n_meas or min(uref.shape) != 1:
-        raise ValueError(f"{ref_path}: Uelref has shape {uref.shape}, expected ({n_inj * n_meas}, 1)")
-    _check_not_all_zero(ref_path, "Uelref", uref)
+    _check_file_patterns(path, inj, mpat, inj_name, "Mpat")
+    volts = _array(data, volts_name, (None, None), path)
+    if volts.size != n_inj * n_meas or min(volts.shape) != 1:
+        raise ValueError(f"{path}: {volts_name} has shape {volts.shape}, expected ({n_inj * n_meas}, 1) = "
+                         f"{n_inj} injections × {n_meas} measurements")
+    _check_not_all_zero(path, volts_name, volts)
+    return inj, mpat, volts
+
+
+def _dataset(inj, mpat, volts, uref, level: int, stem: str) -> EITDataset:
+    n_el = inj.shape[0]
+    # U is column-major by injection, i.e. injection-major once flattened: matches from_arrays
     protocol = from_arrays(inj, mpat, currents_per_column=True, measurements_per_column=True)
-    return EITDataset(protocol=protocol, voltages=uref.reshape(-1), reference=uref.reshape(-1),
-                      mask=ktc_level_mask(inj, n_meas, level), radius=KTC_RADIUS, n_electrodes=n_el,
-                      electrode_width=KTC_ELECTRODE_WIDTH if n_el == KTC_N_ELECTRODES else None,
-                      electrode_angles=2 * np.pi * np.arange(n_el) / n_el, current_unit="mA",
-                      name=f"{ref_path.stem}_level{level}")
+    return EITDataset(
+        protocol=protocol,
+        voltages=volts.reshape(-1),
+        reference=uref.reshape(-1),
+        mask=ktc_level_mask(inj, mpat.shape[1], level),
+        radius=KTC_RADIUS,
+        n_electrodes=n_el,
+        electrode_width=KTC_ELECTRODE_WIDTH if n_el == KTC_N_ELECTRODES else None,
+        electrode_angles=2 * np.pi * np.arange(n_el) / n_el,
+        current_unit="mA",
+        name=f"{stem}_level{level}",
+    )
 
 
 def load_ktc_truth(path) -> np.ndarray:
