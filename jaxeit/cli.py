@@ -428,7 +428,8 @@ def _reconstruct_ktc(path, target, *, method, h, options, reference, level, prog
     plot.ktc_figure(mesh, res.contrast, res.segmentation, truth=truth,
                     removed=plot.unused_electrodes(ds.protocol, ds.mask),
                     score=None if truth is None else res.score,
-                    label="Δσ (S/m)" if method == "baseline" else plot.CONTRAST_LABEL,
+                    label={"baseline": "Δσ (S/m)", "unet": "P(conductive) − P(resistive)"}.get(method,
+                                                                                         plot.CONTRAST_LABEL),
                     title=f"{path.name}: {method}, level {level}", path=target.with_suffix(".png"))
 
 

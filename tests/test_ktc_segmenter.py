@@ -38,3 +38,29 @@ def test_tiny_segmenter_trains_resumes_and_segments(tmp_path):
     assert labels.shape == (3, 256, 256) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     with pytest.raises(ValueError, match="no trained segmenter"):
         Segmenter.load(tmp_path / "sim", reference=ref)
+
+
+def test_unet_method_uses_the_shipped_segmenter(tmp_path, monkeypatch):
+    """reconstruct_ktc(method="unet"): the shipped weights (here a tiny model put in their place), a
+    segmentation in the truth frame and a score; a clear error when no weights are shipped."""
+    folder = data_dir() / "ktc2023" / "training"
+    if not (folder / "ref.mat").exists():
+        pytest.skip(f"real data not found at {folder} (set JAXEIT_DATA)")
+    from jaxeit.io import load_ktc2023, load_ktc_truth
+    from jaxeit.realdata import ktc, ktc_mesh, ktc_segmenter
+
+    ds = load_ktc2023(folder / "data1.mat", folder / "ref.mat", level=2)
+    mesh = ktc_mesh(h=0.03)
+    monkeypatch.setattr(ktc_segmenter, "SHIPPED", tmp_path / "none")
+    with pytest.raises(ValueError, match="ships no trained segmenter"):
+        ktc.reconstruct_ktc(ds, mesh, "unet")
+    sim = simulate_ktc(KTCSimConfig(n_samples=4, shard_size=4, batch_size=4, h=0.015), tmp_path / "sim",
+                       reference=folder / "ref.mat", log=None)
+    import dataclasses
+
+    train_segmenter(sim, tmp_path / "w", reference=folder / "ref.mat", progress=False, log=None,
+                    config=dataclasses.replace(TINY, steps=2, n_val=1, batch_size=2, eval_every=1))
+    monkeypatch.setattr(ktc_segmenter, "SHIPPED", tmp_path / "w")
+    res = ktc.reconstruct_ktc(ds, mesh, "unet", truth=load_ktc_truth(folder / "true1.mat"))
+    assert res.method == "unet" and res.level == 2 and res.segmentation.shape == (256, 256)
+    assert res.contrast.shape == (mesh.n_elements,) and -1.0 <= res.score <= 1.0   # a mean of SSIMs

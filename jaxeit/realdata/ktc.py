@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import time
+from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -285,6 +286,11 @@ PRESETS = {
     "baseline": "organisers' reference: linearised one-step at σ0 = 1 (their units), their Gaussian smoothness "
                 "prior and noise model, three-class Otsu",
 }
+#: the learned segmenter (:mod:`jaxeit.realdata.ktc_segmenter`), offered when this install ships its weights
+_UNET_WEIGHTS = Path(__file__).resolve().parent / "weights" / "ktc_unet" / "segmenter.npz"
+if _UNET_WEIGHTS.exists():
+    PRESETS["unet"] = ("learned segmentation: a U-Net on linearised reconstructions (smoothness, Laplace, NOSER) "
+                       "and the level, trained on simulated tanks only (the shipped weights)")
 #: name → description of the methods :func:`reconstruct_ktc` accepts (the presets and the registry)
 METHODS = {**PRESETS, **{name: f"{cls.description}; calibrated background, difference data, KTC weights "
                                f"(gn-gaussian: whitened by the organisers' noise model), Otsu"
@@ -322,6 +328,9 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
     ``options`` go to the reconstruction (``alpha``, ``max_iter``, …).
     """
     t0 = time.perf_counter()
+    level = int(dataset.name.rsplit("level", 1)[-1]) if "level" in dataset.name else 0
+    if method == "unet":
+        return _segment_learned(dataset, mesh, level, truth, t0, **options)
     if method == "baseline":
         contrast = baseline_reconstruction(dataset, mesh, **options)
     else:
@@ -342,6 +351,27 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
     seg = segment_otsu(image) if segmentation == "otsu" else segment(image - np.median(image[disk_mask()]),
                                                                       level=segment_level)
     sc = float("nan") if truth is None else score(seg, truth)
-    level = int(dataset.name.rsplit("level", 1)[-1]) if "level" in dataset.name else 0
     return KTCResult(method=method, level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
+                     wall_time=time.perf_counter() - t0)
+
+
+_SEGMENTERS: dict = {}
+
+
+def _segment_learned(dataset: EITDataset, mesh: Mesh, level: int, truth, t0: float, **options) -> KTCResult:
+    """The ``"unet"`` method: the shipped segmenter (set up once per reference recording)."""
+    from .ktc_segmenter import Segmenter   # same layer; that module builds on this one's truth frame
+
+    if options:
+        raise ValueError(f"the unet method takes no options, got {sorted(options)}")
+    key = (hash(np.asarray(dataset.reference).tobytes()), id(mesh))
+    if key not in _SEGMENTERS:
+        _SEGMENTERS.clear()
+        _SEGMENTERS[key] = Segmenter.load(reference=dataset)
+    prob = _SEGMENTERS[key].probabilities(dataset.voltages, dataset.reference, level)
+    image = prob[..., 2] - prob[..., 1]                      # P(conductive) − P(resistive), truth frame
+    seg = np.where(disk_mask(), np.argmax(prob, axis=-1), 0).astype(np.uint8)
+    contrast = np.asarray(grid_to_mesh(mesh, KTC_GRID, samples=4)(jnp.asarray(to_truth_frame(image))))
+    sc = float("nan") if truth is None else score(seg, truth)
+    return KTCResult(method="unet", level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
                      wall_time=time.perf_counter() - t0)

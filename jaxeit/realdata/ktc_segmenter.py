@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from .. import training
-from ..io import data_dir, load_ktc_reference
+from ..io import EITDataset, data_dir, load_ktc_reference
 from ..io.ktc import KTC_LEVELS
 from ..io_utils import atomic_write_text
 from ..priors.unet import UNetConfig, abstract_params, count_params, init_params
@@ -44,9 +44,11 @@ from .ktc import disk_mask
 from .ktc_features import FEATURE_PRIORS, LinearisedInputs
 from .ktc_simulator import load_ktc_simulation
 
-__all__ = ["SegmenterConfig", "train_segmenter", "Segmenter", "segmenter_loss", "CHECKPOINT_NAME"]
+__all__ = ["SegmenterConfig", "train_segmenter", "Segmenter", "segmenter_loss", "CHECKPOINT_NAME", "SHIPPED"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
+#: the shipped segmenter's folder (``segmenter.npz`` + ``segmenter.json``), if this install has one
+SHIPPED = Path(__file__).resolve().parent / "weights" / "ktc_unet"
 _N_CLASSES = 3
 #: config fields that may change when a run is resumed (they do not affect the state)
 _RESUMABLE_FIELDS = ("checkpoint_every", "log_every", "eval_every", "patience")
@@ -152,14 +154,6 @@ class _Batches:
         self.spe = self.n // batch_size
         self._perm = (None, None)
 
-    def make(self, idx, levels) -> dict:
-        x = np.empty((len(idx), len(FEATURE_PRIORS), self.features.size, self.features.size), np.float32)
-        for level in np.unique(levels):
-            sel = levels == level
-            x[sel] = self.features(self.data["voltages"][idx[sel]], self.data["reference"][idx[sel]], int(level))
-        return {"x": normalise_features(x), "level": jnp.asarray(levels, jnp.float32),
-                "truth": jnp.asarray(self.data["truth"][idx], jnp.int32)}
-
     def __call__(self, step: int) -> dict:
         epoch, pos = divmod(int(step), self.spe)
         if self._perm[0] != epoch:
@@ -167,7 +161,18 @@ class _Batches:
         idx = np.sort(self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size])
         levels = np.random.default_rng([self.seed, 1, int(step)]).integers(min(KTC_LEVELS), max(KTC_LEVELS) + 1,
                                                                            len(idx))
-        return self.make(idx, levels)
+        return _batch(self.data, self.features, idx, levels)
+
+
+def _batch(data: dict, features: LinearisedInputs, idx, levels) -> dict:
+    """The network batch of samples ``idx`` of ``data``, each at its level of ``levels``."""
+    idx, levels = np.asarray(idx), np.asarray(levels)
+    x = np.empty((len(idx), len(FEATURE_PRIORS), features.size, features.size), np.float32)
+    for level in np.unique(levels):
+        sel = levels == level
+        x[sel] = features(data["voltages"][idx[sel]], data["reference"][idx[sel]], int(level))
+    return {"x": normalise_features(x), "level": jnp.asarray(levels, jnp.float32),
+            "truth": jnp.asarray(data["truth"][idx], jnp.int32)}
 
 
 def _split(data: dict, n_val: int) -> tuple[dict, dict]:
@@ -231,9 +236,8 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
     batches = _Batches(train_data, features, config.batch_size, config.seed)
     key = jax.random.PRNGKey(config.seed)
     val_levels = np.arange(len(val_data["truth"])) % 7 + 1          # every level, fixed
-    val_batches = [_Batches(val_data, features, config.batch_size, config.seed).make(
-        np.arange(i, min(i + config.batch_size, len(val_levels))), val_levels[i:i + config.batch_size])
-        for i in range(0, len(val_levels), config.batch_size)]
+    val_batches = [_batch(val_data, features, np.arange(i, min(i + config.batch_size, len(val_levels))),
+                          val_levels[i:i + config.batch_size]) for i in range(0, len(val_levels), config.batch_size)]
     val_loss = jax.jit(lambda p, b: segmenter_loss(graphdef, p, b)[0])
 
     def evaluate(st):
@@ -275,19 +279,25 @@ class Segmenter:
     features: LinearisedInputs
 
     @classmethod
-    def load(cls, folder, *, reference="ktc2023/training/ref.mat") -> "Segmenter":
-        """The exported weights of a :func:`train_segmenter` run in ``folder``; ``reference`` (``ref.mat``)
-        sets up the linearised inputs (its calibration)."""
-        folder = Path(folder)
+    def load(cls, folder=None, *, reference="ktc2023/training/ref.mat") -> "Segmenter":
+        """The exported weights of a :func:`train_segmenter` run in ``folder`` (default: the shipped
+        segmenter). ``reference`` — the empty tank's ``ref.mat`` path or an :class:`~jaxeit.io.EITDataset`
+        with its ``reference`` voltages — sets up the linearised inputs (its calibration)."""
+        folder = Path(SHIPPED if folder is None else folder)
         path = folder / "segmenter.npz"
         if not path.exists():
-            raise ValueError(f"{folder} holds no trained segmenter (segmenter.npz): train one with "
-                             "jaxeit.realdata.ktc_segmenter.train_segmenter")
+            where = "this install ships no trained segmenter" if folder == SHIPPED else f"{folder} holds none"
+            raise ValueError(f"no trained segmenter (segmenter.npz): {where}; train one with "
+                             "jaxeit.realdata.ktc_segmenter.train_segmenter (docs/training.md)")
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
         params, _ = training.load_arrays(path, abstract_params(config.unet_config())[1])
-        features = LinearisedInputs.build(load_ktc_reference(_resolve(reference)), h=config.mesh_h,
-                                          size=config.image_size)
+        ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(_resolve(reference))
+        features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
         return cls(config, params, features)
+
+    def probabilities(self, voltages, reference, level: int) -> np.ndarray:
+        """(..., 256, 256, 3) class probabilities (water, resistive, conductive) in the truth frame."""
+        return np.asarray(jax.nn.softmax(jnp.asarray(self.logits(voltages, reference, level)), axis=-1))
 
     def logits(self, voltages, reference, level: int) -> np.ndarray:
         """(..., 256, 256, 3) class logits in the truth frame."""
