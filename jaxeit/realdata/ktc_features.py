@@ -44,6 +44,9 @@ FEATURE_PRIORS = ("smoothness", "laplace", "noser")
 _ALPHAS = {"smoothness": 1e5, "laplace": 3.0, "noser": 3.0}
 
 
+_BUILT: dict = {}
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class LinearisedInputs:
     """The precomputed linearised reconstructions of a KTC2023 tank (see the module notes).
@@ -71,6 +74,10 @@ class LinearisedInputs:
         operators of every level in ``levels`` on ``ktc_mesh(h)``; ``size`` is the image side (pixels)."""
         if int(size) != size or size < 8:
             raise ValueError(f"size must be an integer >= 8, got {size!r}")
+        key = (np.asarray(reference.reference).tobytes(), np.asarray(reference.protocol.currents).tobytes(),
+               float(h), int(size), tuple(levels), None if calibration is None else repr(calibration))
+        if key in _BUILT:   # the same tank, sizes and levels: set up once per process
+            return _BUILT[key]
         mesh = ktc_mesh(h=h)
         cal = calibration or calibrate_dataset(reference, mesh)
         currents = reference.protocol.currents.T                     # (L, P), as in the files
@@ -88,7 +95,11 @@ class LinearisedInputs:
                                weights=weights).h for p in FEATURE_PRIORS])
             masks[level] = mask
         grid = Grid.square(KTC_RADIUS, int(size))
-        return cls(mesh, cal, int(size), masks, operators, mesh_to_grid_elements(mesh, grid, fill=0.0))
+        built = cls(mesh, cal, int(size), masks, operators, mesh_to_grid_elements(mesh, grid, fill=0.0))
+        if len(_BUILT) >= 4:
+            _BUILT.clear()
+        _BUILT[key] = built
+        return built
 
     @property
     def levels(self) -> tuple:
