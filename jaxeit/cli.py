@@ -130,16 +130,10 @@ def data_kind(path: Path) -> str:
 
 
 def resolve_data_path(path: Path) -> Path:
-    """``path`` if it exists; else, for a relative path, the same path inside the real-data folder
-    (:func:`jaxeit.io.data_dir`: ``$JAXEIT_DATA`` or ``../shared/data`` beside the checkout) when it is
-    there. Otherwise ``path`` unchanged (the caller reports it as missing)."""
-    path = Path(path)
-    if path.exists() or path.is_absolute():
-        return path
-    from .io import data_dir
+    """A data path as given, or inside the real-data folder (:func:`jaxeit.io.resolve_data_path`)."""
+    from .io import resolve_data_path as resolve
 
-    inside = data_dir() / path
-    return inside if inside.exists() else path
+    return resolve(path)
 
 
 def output_stem(path: Path, kind: str, method: str, level: int) -> str:

@@ -4,8 +4,8 @@ Loaders take a path to the data (nothing is bundled): see ``shared/data/README.m
 for where the files come from and what they hold.
 """
 
-from .dataset import EITDataset, data_dir
+from .dataset import EITDataset, data_dir, resolve_data_path
 from .kit4 import load_kit4
 from .ktc import load_ktc2023, load_ktc_mesh, load_ktc_reference, load_ktc_truth
 
-__all__ = ["EITDataset", "data_dir", "load_kit4", "load_ktc2023", "load_ktc_reference", "load_ktc_truth", "load_ktc_mesh"]
+__all__ = ["EITDataset", "data_dir", "resolve_data_path", "load_kit4", "load_ktc2023", "load_ktc_reference", "load_ktc_truth", "load_ktc_mesh"]

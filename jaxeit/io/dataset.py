@@ -36,6 +36,17 @@ def data_dir(path=None) -> Path:
     return Path(env) if env else Path(__file__).resolve().parents[3] / "shared" / "data"
 
 
+def resolve_data_path(path) -> Path:
+    """``path`` if it exists; else, for a relative path, the same path inside :func:`data_dir` when it is
+    there (so ``"ktc2023/training/ref.mat"`` works from any folder). Otherwise ``path`` unchanged (the
+    caller reports it as missing)."""
+    path = Path(path)
+    if path.exists() or path.is_absolute():
+        return path
+    inside = data_dir() / path
+    return inside if inside.exists() else path
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class EITDataset:
     """Voltages measured with a protocol on a circular tank, with an optional empty-tank reference.

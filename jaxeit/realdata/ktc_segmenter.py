@@ -35,7 +35,7 @@ import numpy as np
 from flax import nnx
 
 from .. import training
-from ..io import EITDataset, data_dir, load_ktc_reference
+from ..io import EITDataset, load_ktc_reference, resolve_data_path
 from ..io.ktc import KTC_LEVELS
 from ..io_utils import atomic_write_text
 from ..priors.unet import UNetConfig, abstract_params, count_params, init_params
@@ -184,11 +184,6 @@ def _split(data: dict, n_val: int) -> tuple[dict, dict]:
 
 # -- training -------------------------------------------------------------------------------
 
-def _resolve(path) -> Path:
-    path = Path(path)
-    return data_dir() / path if not path.exists() and not path.is_absolute() and (data_dir() / path).exists() else path
-
-
 def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = SegmenterConfig(),
                     resume: bool = True, max_seconds: float | None = None, progress: bool = True,
                     log=print) -> training.LoopResult:
@@ -210,7 +205,7 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
     workdir = Path(workdir)
     workdir.mkdir(parents=True, exist_ok=True)
     train_data, val_data = _split(load_ktc_simulation(data_root), config.n_val)
-    ref = load_ktc_reference(_resolve(reference))
+    ref = load_ktc_reference(resolve_data_path(reference))
     log(f"[segmenter] linearised inputs: calibrating and forming the operators of levels 1-7 (h = {config.mesh_h} m)")
     features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
     graphdef = _graphdef(config.unet_config())
@@ -291,7 +286,7 @@ class Segmenter:
                              "jaxeit.realdata.ktc_segmenter.train_segmenter (docs/training.md)")
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
         params, _ = training.load_arrays(path, abstract_params(config.unet_config())[1])
-        ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(_resolve(reference))
+        ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(resolve_data_path(reference))
         features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
         return cls(config, params, features)
 

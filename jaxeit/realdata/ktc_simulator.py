@@ -46,7 +46,7 @@ import numpy as np
 
 from ..data.store import shard_path, verify_shard, write_shard
 from ..grid import grid_to_mesh
-from ..io import data_dir, load_ktc_reference
+from ..io import load_ktc_reference, resolve_data_path
 from ..io_utils import atomic_write_text
 from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
@@ -218,9 +218,7 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
         ``out`` as a Path. A folder holding another config is refused (``ValueError``).
     """
     out = Path(out)
-    reference = Path(reference)
-    if not reference.exists() and not reference.is_absolute() and (data_dir() / reference).exists():
-        reference = data_dir() / reference
+    reference = resolve_data_path(reference)
     log = log or (lambda *_: None)
     meta_path = out / "metadata.json"
     config_json = dataclasses.asdict(config)
