@@ -140,6 +140,16 @@ def segmenter_loss(graphdef, params, batch):
     return loss, {"accuracy": acc}
 
 
+@functools.lru_cache(maxsize=8)
+def _loss_fn(unet_config: UNetConfig):
+    """The trainer's ``loss(params, batch, key, extra)``, one object per network (so its compiled step is reused)."""
+    graphdef = _graphdef(unet_config)
+
+    def loss(params, batch, key, extra):
+        return segmenter_loss(graphdef, params, batch)
+    return loss
+
+
 # -- data -----------------------------------------------------------------------------------
 
 class _Batches:
@@ -224,10 +234,7 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
         es = loaded.early_stop
         log(f"[segmenter] resumed at step {int(state.step)} ({wall / 60:.1f} min so far)")
 
-    def loss_fn(params, batch, key, extra):
-        return segmenter_loss(graphdef, params, batch)
-
-    step = training.make_train_step(loss_fn, opt)
+    step = training.make_train_step(_loss_fn(config.unet_config()), opt)
     batches = _Batches(train_data, features, config.batch_size, config.seed)
     key = jax.random.PRNGKey(config.seed)
     val_levels = np.arange(len(val_data["truth"])) % 7 + 1          # every level, fixed
