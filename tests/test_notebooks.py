@@ -36,7 +36,14 @@ def _printed(nb) -> str:
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.stem for p in NOTEBOOKS])
 def test_notebook_runs(path, monkeypatch):
-    nb = _execute(path, monkeypatch)
+    from nbclient.exceptions import DeadKernelError
+
+    try:
+        nb = _execute(path, monkeypatch)
+    except DeadKernelError:
+        # a kernel killed from outside (seen once on the shared 2-core machine, not reproducible alone)
+        # gets one more try; an error inside a cell is a CellExecutionError and fails at once
+        nb = _execute(path, monkeypatch)
     if path.stem.startswith("04") and "data not found" not in _printed(nb):
         assert "score" in _printed(nb)  # with the data, the KTC target was scored
 
