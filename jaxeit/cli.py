@@ -129,13 +129,6 @@ def data_kind(path: Path) -> str:
     raise ValueError(f"{path}: expected an .npz of voltages or a KIT4 / KTC2023 .mat file")
 
 
-def resolve_data_path(path: Path) -> Path:
-    """A data path as given, or inside the real-data folder (:func:`jaxeit.io.resolve_data_path`)."""
-    from .io import resolve_data_path as resolve
-
-    return resolve(path)
-
-
 def output_stem(path: Path, kind: str, method: str, level: int) -> str:
     """The name of a reconstruction's outputs: ``<stem>_<method>``, with the level for KTC2023
     (``data1_L4_gn-gaussian``), so runs of other methods or levels never share a file."""
@@ -194,7 +187,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     ``<name>`` is :func:`output_stem`: ``<stem>_<method>``, and ``<stem>_L<level>_<method>`` for
     KTC2023. An existing output stops the run before any computing unless ``overwrite``. A
     relative ``path`` (or ``reference``) not found is looked up in the real-data folder
-    (:func:`resolve_data_path`). Progress (stages, an iteration bar) goes to stderr unless
+    (:func:`jaxeit.io.resolve_data_path`). Progress (stages, an iteration bar) goes to stderr unless
     ``quiet`` (``None``: ``JAXEIT_QUIET``).
 
     * ``.npz`` holding ``v`` (M,) and optionally ``reference`` (M,): a gmsh disk of
@@ -214,6 +207,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     Returns the .npz path. Raises ``FileNotFoundError`` / ``ValueError`` with a
     one-line message for missing files, unknown methods and bad data.
     """
+    from .io import resolve_data_path
     from .progress import Progress
 
     path = resolve_data_path(path)

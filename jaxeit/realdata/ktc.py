@@ -364,7 +364,7 @@ def _segment_learned(dataset: EITDataset, mesh: Mesh, level: int, truth, t0: flo
 
     if options:
         raise ValueError(f"the unet method takes no options, got {sorted(options)}")
-    key = (hash(np.asarray(dataset.reference).tobytes()), id(mesh))
+    key = hash(np.asarray(dataset.reference).tobytes())   # the segmenter depends on the empty tank only
     if key not in _SEGMENTERS:
         _SEGMENTERS.clear()
         _SEGMENTERS[key] = Segmenter.load(reference=dataset)
