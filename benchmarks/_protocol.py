@@ -155,10 +155,10 @@ def make_cases(problem: Problem, split: str, family: str, n: int) -> list[Case]:
         from jaxeit.priors.shapes import sample_conductivity
 
         key = jax.random.fold_in(jax.random.PRNGKey(SHAPES_KEY), seed)
-        imgs, _ = sample_conductivity(key, n, size=problem.grid.nx)
-        imgs = np.asarray(imgs, np.float64)
         to_mesh = grid.grid_to_mesh(problem.fine, problem.grid, samples=16)
-        for i, img in enumerate(imgs):
+        for i in range(n):   # a key per case: case i is the same whatever n
+            img = np.asarray(sample_conductivity(jax.random.fold_in(key, i), 1, size=problem.grid.nx)[0][0],
+                             np.float64)
             rng = np.random.default_rng([seed, i])
             img = img * (_background(rng) / img[0, 0])   # the corner is background; rescale to the tank's range
             s = np.asarray(to_mesh(jnp.asarray(img)))

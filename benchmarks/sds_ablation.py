@@ -46,6 +46,11 @@ VARIANTS = (
     ("λ_sds × 3", {"sds_weight": "×3"}),
     ("λ_sds warm-up", {"weight_schedule": "warmup"}),
     ("λ_sds linear decay", {"weight_schedule": "linear"}),
+    ("no TV term", {"tv_weight": 0.0}),
+    ("TV weight × 3", {"tv_weight": "×3"}),
+    ("no range floor (min_range 0)", {"min_range": 0.0}),
+    ("x̂₀ not clipped", {"clip_denoised": False}),
+    ("none of the three (earlier defaults)", {"tv_weight": 0.0, "min_range": 0.0, "clip_denoised": False}),
     ("κ = 0.05", {"kappa": 0.05}),
     ("κ = 0.3", {"kappa": 0.3}),
     ("lr × 1/2", {"learning_rate": "×0.5"}),
@@ -67,6 +72,9 @@ def main(argv=None) -> int:
     ap.add_argument("--prior", default=None, help="a shipped prior's name (default: the default prior)")
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--quick", action="store_true", help="1 case per family, 60 iterations, own records")
+    ap.add_argument("--variants", default=None,
+                    help="run only these variants (comma-separated numbers of the list, 0 = base); the table "
+                         "shows every variant with records")
     ap.add_argument("--records", type=Path, default=RESULTS / "sds_ablation_records.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "sds_ablation.md")
     args = ap.parse_args(argv)
@@ -76,14 +84,17 @@ def main(argv=None) -> int:
     d = DiffINR()
     base = {"t_range": d.t_range, "t_schedule": d.t_schedule, "weighting": d.weighting, "n_draws": d.n_draws,
             "sds_weight": d.sds_weight, "weight_schedule": d.weight_schedule, "kappa": d.kappa,
+            "tv_weight": d.tv_weight, "min_range": d.min_range, "clip_denoised": d.clip_denoised,
             "learning_rate": d.learning_rate, "max_iter": 60 if args.quick else d.max_iter}
     n_val = 1 if args.quick else args.n_val
     cache = Cache(P.cache_dir() / "sds_ablation_quick.jsonl" if args.quick else args.records)
     problem = P.tank_problem()
     cases = [c for fam in P.FAMILIES for c in P.make_cases(problem, "val", fam, n_val)]
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
-    prior_name = getattr(prior, "name", args.prior or "default")
-    todo = [(name, change, c, snr) for name, change in VARIANTS for c in cases for snr in SNRS]
+    # the prior's name and training steps: a later export of the same run gets its own records
+    prior_name = f"{prior.name}@{prior.provenance.get('steps', '?')}"
+    chosen = VARIANTS if args.variants is None else [VARIANTS[int(i)] for i in args.variants.split(",")]
+    todo = [(name, change, c, snr) for c in cases for snr in SNRS for name, change in chosen]
     t0, done = time.perf_counter(), 0
     for name, change, case, snr in todo:
         key = f"{prior_name}|{name}|{case.family}|{case.index}|{snr:g}|{base['max_iter']}"
@@ -98,7 +109,7 @@ def main(argv=None) -> int:
         res = reconstruct(problem.inv, P.noisy(case, snr, "val"), "diff-inr", grid=problem.grid, prior=prior,
                           key=jax.random.PRNGKey(case.index), **opts)
         sc = P.score(np.asarray(res.image), case.truth, problem.mask)
-        cache.put(key, dict(sc, variant=name, family=case.family, index=case.index, snr=snr,
+        cache.put(key, dict(sc, prior=prior_name, variant=name, family=case.family, index=case.index, snr=snr,
                             seconds=time.perf_counter() - t, status=res.status))
         done += 1
         print(f"{name} {case.family}#{case.index} {snr:g} dB: SSIM {sc['SSIM']:.3f} CC {sc['CC']:.3f} "
@@ -106,8 +117,9 @@ def main(argv=None) -> int:
               flush=True)
     rows = []
     by = {}
-    for r in cache.rows.values():
-        by.setdefault(r["variant"], {})[(r["family"], r["index"], r["snr"])] = r
+    for r in cache.rows.values():   # this prior's runs at this iteration count only
+        if r["key"].startswith(f"{prior_name}|") and r["key"].endswith(f"|{base['max_iter']}"):
+            by.setdefault(r["variant"], {})[(r["family"], r["index"], r["snr"])] = r
     base_rows = by.get(VARIANTS[0][0], {})
     for name, _ in VARIANTS:
         recs = by.get(name, {})

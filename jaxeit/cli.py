@@ -202,7 +202,8 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     * KTC2023 ``data<k>.mat``: difference imaging against ``reference`` (default
       ``ref.mat`` beside it) at difficulty ``level``, segmentation and, when
       ``true<k>.mat`` lies beside it, the challenge score
-      (:func:`jaxeit.realdata.ktc.reconstruct_ktc`; ``h`` default 1.4 cm).
+      (:func:`jaxeit.realdata.ktc.reconstruct_ktc`; ``h`` default 1.4 cm). The segmentation
+      also goes to ``<stem>.mat`` in the challenge's format (:func:`write_ktc_segmentation`).
 
     Returns the .npz path. Raises ``FileNotFoundError`` / ``ValueError`` with a
     one-line message for missing files, unknown methods and bad data.
@@ -223,8 +224,9 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
         if value is not None and not (math.isfinite(value) and value > 0):
             raise ValueError(f"--{name.split()[0]}: {name} must be a positive finite number, got {value}")
     target = Path(out) / f"{output_stem(path, kind, method, level)}.npz"
-    check_new(target, target.with_suffix(".png"), overwrite=overwrite)   # before any computing
-    check_writable(target, target.with_suffix(".png"))
+    outputs = [target, target.with_suffix(".png")] + ([target.with_suffix(".mat")] if kind == "ktc" else [])
+    check_new(*outputs, overwrite=overwrite)   # before any computing
+    check_writable(*outputs)
     progress = Progress(quiet)
     opts = _iteration_option(method, iterations)
     if not progress.quiet and _has_option(method, "progress"):
@@ -240,7 +242,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
         _reconstruct_ktc(path, target, method=method, h=_KTC_H if h is None else h, options=opts,
                          reference=reference, level=level, progress=progress)
     progress.stage("done")
-    print(f"written {target} and {target.with_suffix('.png')}")
+    print("written " + " and ".join(str(o) for o in outputs))
     return target
 
 
@@ -411,6 +413,7 @@ def _reconstruct_ktc(path, target, *, method, h, options, reference, level, prog
     with atomic_path(target) as tmp:
         np.savez(tmp, contrast=res.contrast, image=res.image, segmentation=res.segmentation, score=res.score,
                  level=level, nodes=mesh.nodes, triangles=mesh.triangles)
+    write_ktc_segmentation(target.with_suffix(".mat"), res.segmentation)
     from . import plot
 
     plot.ktc_figure(mesh, res.contrast, res.segmentation, truth=truth,
@@ -419,6 +422,27 @@ def _reconstruct_ktc(path, target, *, method, h, options, reference, level, prog
                     label={"baseline": "Δσ (S/m)", "unet": "P(conductive) − P(resistive)"}.get(method,
                                                                                          plot.CONTRAST_LABEL),
                     title=f"{path.name}: {method}, level {level}", path=target.with_suffix(".png"))
+
+
+def write_ktc_segmentation(path: Path, segmentation) -> Path:
+    """Save a segmentation in the challenge's submission format, atomically.
+
+    ``path`` gets one variable, ``reconstruction``: (256, 256) uint8 in the truth frame, 0 water,
+    1 resistive, 2 conductive — what the organisers' scoring code reads.
+    """
+    import numpy as np
+    from scipy.io import savemat
+
+    from .io_utils import atomic_path
+
+    seg = np.asarray(segmentation)
+    if seg.shape != (256, 256) or not np.isin(seg, (0, 1, 2)).all():
+        raise ValueError(f"a KTC2023 segmentation is (256, 256) with classes 0, 1, 2; got {seg.shape}, "
+                         f"values {np.unique(seg)[:5].tolist()}")
+    with atomic_path(Path(path)) as tmp:
+        with open(tmp, "wb") as f:
+            savemat(f, {"reconstruction": seg.astype(np.uint8)})
+    return Path(path)
 
 
 def _run_benchmark(name: str, args: list[str]):

@@ -247,11 +247,17 @@ def _zero_column(arr, col):
     return arr
 
 
-def _ktc_files(tmp_path, data_change=None, ref_change=None):
+def _ktc_files(tmp_path, data_change=None, ref_change=None, *, level=1, ref_name="ref.mat"):
     data, ref = _ktc_arrays()
     savemat(tmp_path / "data1.mat", {**data, **(data_change or {})})
     savemat(tmp_path / "ref.mat", {**ref, **(ref_change or {})})
-    return lambda: load_ktc2023(tmp_path / "data1.mat", tmp_path / "ref.mat")
+    return lambda: load_ktc2023(tmp_path / "data1.mat", tmp_path / ref_name, level=level)
+
+
+def _nan_at(arr, i):
+    arr = arr.copy()
+    arr[i] = np.nan
+    return arr
 
 
 def _ktc_mesh_file(tmp_path, fractional):
@@ -296,6 +302,14 @@ FILE_CASES = {
     "KTC all-zero reference": (lambda p, m: _ktc_files(p, ref_change={"Uelref": np.zeros((93, 1))}), ValueError,
                                "'Uelref' holds no nonzero voltage"),
     "KTC fractional mesh index": (lambda p, m: _ktc_mesh_file(p, fractional=True), ValueError, "whole-number"),
+    "KTC injections unlike the level's reference": (
+        lambda p, m: _ktc_files(p, {"Inj": _ktc_arrays()[0]["Inj"][:, :2], "Uel": np.ones((62, 1))}, level=2),
+        ValueError, "2 injections, but"),
+    "KTC NaN measurement": (lambda p, m: _ktc_files(p, {"Uel": _nan_at(np.ones((93, 1)), 40)}), ValueError,
+                            "NaN or inf (first at index 40)"),
+    "KTC NaN in the reference": (lambda p, m: _ktc_files(p, ref_change={"Uelref": _nan_at(np.ones((93, 1)), 7)}),
+                                 ValueError, "voltages of Uelref used at level 1 are NaN"),
+    "KTC missing ref.mat": (lambda p, m: _ktc_files(p, ref_name="missing_ref.mat"), FileNotFoundError, "not found"),
 }
 
 
@@ -457,3 +471,11 @@ def test_fuzz_random_meshes_error_or_reciprocal_voltages():
         np.testing.assert_allclose(transfer, transfer.T, rtol=1e-8, atol=1e-10 * np.abs(transfer).max())
         outcomes["solved"] += 1
     assert outcomes["error"] >= 5 and outcomes["solved"] >= 10, outcomes
+
+
+def test_ktc_nan_only_at_removed_electrodes_loads(tmp_path):
+    """A NaN in a measurement that the level discards is not an error (level 2 drops injection 0)."""
+    data = _ktc_files(tmp_path, {"Uel": _nan_at(np.ones((93, 1)), 5)}, level=2)()
+    assert not data.mask[5] and np.isnan(data.voltages[5])
+    with pytest.raises(ValueError, match="NaN or inf"):
+        _ktc_files(tmp_path, {"Uel": _nan_at(np.ones((93, 1)), 5)}, level=1)()

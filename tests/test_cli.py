@@ -190,6 +190,18 @@ def test_outputs_carry_the_level_and_are_not_overwritten(tmp_path, capsys, monke
     assert cli.main(_ktc_line(4, tmp_path)) == 0
     names = sorted(p.name for p in tmp_path.glob("*.npz"))
     assert names == ["data1_L1_baseline.npz", "data1_L4_baseline.npz"]
+    # the challenge's submission format beside it: `reconstruction`, (256, 256) uint8, scored as in the .npz
+    from scipy.io import loadmat
+
+    from jaxeit.io import load_ktc_truth
+    from jaxeit.realdata.ktc import score
+
+    submitted = loadmat(tmp_path / "data1_L4_baseline.mat")["reconstruction"]
+    saved = np.load(tmp_path / "data1_L4_baseline.npz")
+    assert submitted.shape == (256, 256) and submitted.dtype == np.uint8
+    np.testing.assert_array_equal(submitted, saved["segmentation"])
+    truth = load_ktc_truth(data_dir() / "ktc2023/training/true1.mat")
+    assert score(submitted, truth) == pytest.approx(float(saved["score"]))
     before = (tmp_path / "data1_L4_baseline.npz").stat().st_mtime_ns
     capsys.readouterr()
     _one_line_error(_ktc_line(4, tmp_path), capsys, "data1_L4_baseline.npz already exists", "--overwrite")

@@ -29,23 +29,51 @@ def prior():
     return TinyPrior()
 
 
+@pytest.mark.parametrize("clip", [False, True])
 @pytest.mark.parametrize("weighting", ["constant", "snr"])
-def test_sds_gradient_is_weighted_noise_residual(prior, weighting):
+def test_sds_gradient_is_weighted_noise_residual(prior, weighting, clip):
     n = prior.image_size
     yy, xx = np.meshgrid(np.linspace(-1, 1, n), np.linspace(-1, 1, n), indexing="ij")
     mask = np.hypot(xx, yy) < 1
     image = jnp.asarray(1.0 + 0.5 * (np.hypot(xx - 0.3, yy) < 0.3), jnp.float32)
-    reg = SDSRegularizer(prior, mask, t_range=(100, 300), weighting=weighting)
+    reg = SDSRegularizer(prior, mask, t_range=(100, 300), weighting=weighting, clip_denoised=clip)
     key = jax.random.PRNGKey(7)
     grad = jax.grad(reg)(image, key)
     x = reg.normalise(image)
-    t, eps, _, eps_hat = reg.sample(x, key)
+    t, eps, x_t, eps_hat = reg.sample(x, key)
     a = prior.alphas_cumprod[int(t)]
+    if clip:   # ε̂ of the denoised image clipped to [-1, 1]
+        x0 = np.clip((np.asarray(x_t) - np.sqrt(1 - a) * np.asarray(eps_hat)) / np.sqrt(a), -1, 1)
+        eps_hat = (np.asarray(x_t) - np.sqrt(a) * x0) / np.sqrt(1 - a)
     w = 1.0 if weighting == "constant" else np.sqrt(1 - a) / np.sqrt(a)
     lo, hi = float(image[mask].min()), float(image[mask].max())
     expected = np.where(mask, w * np.asarray(eps_hat - eps) / n**2 * 2 / (hi - lo), 0.0)
     np.testing.assert_allclose(np.asarray(grad), expected, rtol=1e-5, atol=1e-7)
     assert 100 <= int(t) <= 300
+
+
+def test_sds_with_clipped_denoiser_never_pushes_past_the_range(prior):
+    """At the image's max (x = 1) the SDS step can only lower a pixel, at its min only raise it."""
+    mask, image = _disk_case(prior)
+    image = image + 0.3 * jnp.asarray(np.random.default_rng(0).standard_normal(image.shape), jnp.float32)
+    reg = SDSRegularizer(prior, mask, t_range=(20, 400), clip_denoised=True)
+    x = np.asarray(reg.normalise(image))
+    top, bottom = mask & (x >= 1 - 1e-6), mask & (x <= -1 + 1e-6)
+    assert top.any() and bottom.any()
+    for i in range(20):
+        grad = np.asarray(jax.grad(reg)(image, jax.random.PRNGKey(i)))   # a step moves x by −grad
+        tol = 1e-5 * np.abs(grad).max()   # x at the ends is ±1 to float32 round-off only
+        assert np.all(grad[top] >= -tol) and np.all(grad[bottom] <= tol)
+
+
+def test_sds_keeps_a_nearly_flat_image_flat(prior):
+    """The range floor: 1 % of contrast is not stretched to the prior's full [-1, 1] (min_range 0.5)."""
+    mask, image = _disk_case(prior)
+    faint = 1.0 + 0.02 * (image - 1.0)                       # a 1 % blob
+    x = np.asarray(SDSRegularizer(prior, mask).normalise(faint))[mask]
+    assert x.max() - x.min() == pytest.approx(2 * 0.01 / 0.5, rel=1e-3)
+    x_stretched = np.asarray(SDSRegularizer(prior, mask, min_range=0.0).normalise(faint))[mask]
+    assert x_stretched.max() - x_stretched.min() == pytest.approx(2.0, rel=1e-3)
 
 
 def test_sds_rejects_bad_settings(prior):
@@ -62,6 +90,8 @@ def test_sds_rejects_bad_settings(prior):
         SDSRegularizer(prior, mask, t_schedule="reverse")
     with pytest.raises(ValueError, match="n_draws"):
         SDSRegularizer(prior, mask, n_draws=0)
+    with pytest.raises(ValueError, match="min_range"):
+        SDSRegularizer(prior, mask, min_range=float("nan"))
 
 
 def _disk_case(prior):

@@ -176,3 +176,30 @@ def test_a_tiny_misfit_that_grows_is_not_a_divergence(small_disk, monkeypatch):
     assert growth > 100                                           # the case this test is about
     monkeypatch.setattr(fit_module, "DIVERGENCE_FLOOR", 0.0)      # the rule without the floor stops it
     assert reconstruct(fm, v, "inr", **dict(opts, chunk=10)).status == "diverged"   # (chunk: a fresh trace)
+
+
+def test_a_fit_that_loses_the_data_after_its_warm_up_stops(small_disk):
+    """A regulariser that takes over halfway drags the image away from the data: once the misfit is
+    LOST_FIT_FACTOR times its smallest since the warm-up (and above the floor) the fit stops, says so,
+    and keeps the last parameters before that step."""
+    from jaxeit.recon import reconstruct
+    from jaxeit.recon.inr import fit as fit_module
+
+    class TakeOver:
+        uses_fraction = True
+
+        def __call__(self, image, key, fraction):
+            return jnp.where(fraction > 0.5, 1e3, 0.0) * jnp.mean((image - 3.0) ** 2)
+
+    fm = ForwardModel(small_disk, protocol.adjacent(16))
+    sigma = 1.0 + 0.5 * (np.linalg.norm(small_disk.centroids() - [0.3, 0.2], axis=1) < 0.3)
+    v = fm.voltages(jnp.asarray(sigma))
+    opts = dict(max_iter=80, learning_rate=0.02, width=16, n_features=32, chunk=20)
+    free = reconstruct(fm, v, "inr", **opts)
+    assert free.status == "max_iter"
+    res = reconstruct(fm, v, "inr", regularizers=((1.0, TakeOver()),), **opts)
+    assert res.status == "diverged" and 40 < res.n_iter < 80
+    data = np.asarray(res.history["data"])
+    late = data[int(fit_module.LOST_FIT_WARMUP * 80):-1]
+    assert data[-1] > fit_module.LOST_FIT_FACTOR * max(late.min(), fit_module.LOST_FIT_FLOOR)
+    assert np.all(np.isfinite(res.sigma))

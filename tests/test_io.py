@@ -227,7 +227,7 @@ def test_ktc_errors(tmp_path):
     uel = np.ones((93, 1))
     uel[0] = np.nan  # measurement 0 of injection 0: usable at level 1, dropped at level 2
     savemat(bad, {"Inj": inj, "Mpat": mpat, "Uel": uel})
-    with pytest.raises(ValueError, match="1 usable voltages"):
+    with pytest.raises(ValueError, match="bad.mat: 1 of the 93 voltages of Uel used at level 1 are NaN"):
         load_ktc2023(bad, ref, level=1)
     assert load_ktc2023(bad, ref, level=2).n_usable == 58
     with pytest.raises(ValueError, match="level"):

@@ -148,16 +148,20 @@ def test_missing_and_corrupt_weights_give_clear_errors(uninterrupted, tmp_path):
         load_pretrained(path=tmp_path / "bad.msgpack")
 
 
-def test_shipped_prior_loads_offline(monkeypatch):
-    if DEFAULT_PRIOR not in available_priors():
-        pytest.fail(f"shipped weights {WEIGHTS_DIR / DEFAULT_PRIOR}.msgpack are missing")
+@pytest.mark.parametrize("name", [DEFAULT_PRIOR, "shapes64"])
+def test_shipped_prior_loads_offline(monkeypatch, name):
+    if name not in available_priors():
+        pytest.fail(f"shipped weights {WEIGHTS_DIR / name}.msgpack are missing")
 
     def no_network(*args, **kwargs):
         raise AssertionError("load_pretrained must not use the network")
 
     monkeypatch.setattr(socket.socket, "connect", no_network)
-    prior = load_pretrained()
-    assert prior.name == DEFAULT_PRIOR and prior.image_size == prior.provenance["unet_config"]["image_size"]
+    prior = load_pretrained(name)
+    assert prior.name == name and prior.image_size == prior.provenance["unet_config"]["image_size"]
+    files = [p for p in WEIGHTS_DIR.glob(f"{name}.msgpack*")]
+    assert all(f.stat().st_size <= 16 * 2**20 for f in files)       # each file moves easily
+    assert (WEIGHTS_DIR / f"{name}.md").is_file()                     # its model card
     assert prior.num_timesteps == 1000
     eps = prior.apply(jnp.zeros((prior.image_size, prior.image_size)), 500)
     assert eps.shape == (prior.image_size,) * 2 and np.isfinite(np.asarray(eps)).all()

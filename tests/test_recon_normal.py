@@ -73,11 +73,15 @@ def test_solve_normal_runs_under_jit_and_a_dense_pattern_falls_back_to_dense(dis
     np.testing.assert_allclose(np.asarray(jac.T @ (jac @ x)) + full @ np.asarray(x), np.ones(n), rtol=1e-9)
 
 
+@pytest.mark.parametrize("path", ["woodbury", "dense"])
 @pytest.mark.parametrize("prior", ["laplace", "noser", "kotre", "matrix"])
-def test_linear_gn_operator_equals_the_dense_formula(disk_problem, prior):
-    """H = (JᵀWJ + λR)⁻¹JᵀW, built through solve_normal, equals the dense solve (weights included)."""
+def test_linear_gn_operator_equals_the_dense_formula(disk_problem, prior, path, monkeypatch):
+    """H = (JᵀWJ + λR)⁻¹JᵀW, built through solve_normal or densely (the cheaper path by flop count),
+    equals the dense formula (weights included)."""
+    from jaxeit.recon import linear
     from jaxeit.recon.linear import LinearGN
 
+    monkeypatch.setattr(linear, "_WOODBURY_FLOP_COST", 0.0 if path == "woodbury" else 1e12)
     m, fm, _, _ = disk_problem
     w = np.random.default_rng(3).uniform(0.5, 2.0, fm.n_measurements)
     r_given = None
@@ -92,3 +96,11 @@ def test_linear_gn_operator_equals_the_dense_formula(disk_problem, prior):
     expected = np.linalg.solve(jtwj + lam * r, jac.T * w[None, :])
     assert np.isclose(op.lam, lam, rtol=1e-12)
     assert np.linalg.norm(op.h - expected) / np.linalg.norm(expected) < 1e-8
+
+
+def test_the_cheaper_path_by_flops():
+    """Dense for the KTC tank's many measurements, Woodbury for a fine mesh with few."""
+    from jaxeit.recon.linear import _dense_is_cheaper
+
+    assert _dense_is_cheaper(1566, 1404) and _dense_is_cheaper(1566, 513)
+    assert not _dense_is_cheaper(3310, 208) and not _dense_is_cheaper(17_000, 2356)

@@ -180,7 +180,7 @@ def scanned_ms(p: StepProblem, blocks: int) -> float:
     """ms/iteration of the library's own loop (the driver's ``_run_chunk``: ``config.chunk`` steps per call)."""
     cfg = dataclasses.replace(p.config, max_iter=1, divergence_factor=1e30)  # timing only: never stop early
     step = _INRStep(p.graphdef, cfg)
-    state = (p.params, p.opt.init(p.params), p.params, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float64))
+    state = _INRStep.initial_state(p.params, p.opt.init(p.params))
     args = (p.rest, p.model, p.v, p.prob, (p.sds,), jnp.asarray([SDS_WEIGHT], jnp.float32),
             jnp.asarray(600.0, jnp.float32), jax.random.PRNGKey(0))
     n = jnp.asarray(cfg.chunk, jnp.int32)

@@ -110,7 +110,12 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     level = _check_level(level)
     inj, mpat, volts = _read_recording(path, "Inj", "Uel", "KTC2023 data")
     ref = _read_mat(ref_path, ("Injref", "Uelref"), "KTC2023 reference")
-    injref = _array(ref, "Injref", inj.shape, ref_path)
+    injref = _array(ref, "Injref", (inj.shape[0], None), ref_path)
+    if injref.shape[1] != inj.shape[1]:
+        raise ValueError(
+            f"{path}: {inj.shape[1]} injections, but {ref_path} has {injref.shape[1]}; KTC2023 recordings keep all "
+            f"{injref.shape[1]} injections at every level (level {level} only masks the measurements that touch "
+            f"its removed electrodes), so pass the full recording of the level together with its own ref.mat")
     uref = _array(ref, "Uelref", volts.shape, ref_path)
     _check_not_all_zero(ref_path, "Uelref", uref)
     if "Mpat" in ref and not np.array_equal(_array(ref, "Mpat", mpat.shape, ref_path), mpat):
@@ -119,6 +124,12 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
     if not np.allclose(injref, inj, rtol=1e-3, atol=0):
         raise ValueError(f"{ref_path}: Injref differs from Inj of {path} (other injections); "
                          "use the reference of the same data set")
+    usable = ktc_level_mask(inj, mpat.shape[1], level)
+    for file, name, values in ((path, "Uel", volts), (ref_path, "Uelref", uref)):
+        bad = np.flatnonzero(usable & ~np.isfinite(values.reshape(-1)))
+        if bad.size:
+            raise ValueError(f"{file}: {bad.size} of the {int(usable.sum())} voltages of {name} used at level {level} "
+                             f"are NaN or inf (first at index {bad[0]}); repair or re-export the recording")
     return _dataset(inj, mpat, volts, uref, level, path.stem)
 
 

@@ -281,10 +281,12 @@ class Segmenter:
     features: LinearisedInputs
 
     @classmethod
-    def load(cls, folder=None, *, reference="ktc2023/training/ref.mat") -> "Segmenter":
+    def load(cls, folder=None, *, reference="ktc2023/training/ref.mat", levels=KTC_LEVELS,
+             calibration=None) -> "Segmenter":
         """The exported weights of a :func:`train_segmenter` run in ``folder`` (default: the shipped
         segmenter). ``reference`` — the empty tank's ``ref.mat`` path or an :class:`~jaxeit.io.EITDataset`
-        with its ``reference`` voltages — sets up the linearised inputs (its calibration)."""
+        with its ``reference`` voltages — sets up the linearised inputs (its calibration) of ``levels``
+        (one level sets up in a seventh of the time); ``calibration`` of that tank skips calibrating."""
         folder = Path(SHIPPED if folder is None else folder)
         path = folder / "segmenter.npz"
         if not path.exists():
@@ -294,7 +296,8 @@ class Segmenter:
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
         params, _ = training.load_arrays(path, abstract_params(config.unet_config())[1])
         ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(resolve_data_path(reference))
-        features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
+        features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size, levels=tuple(levels),
+                                          calibration=calibration)
         return cls(config, params, features)
 
     def probabilities(self, voltages, reference, level: int) -> np.ndarray:

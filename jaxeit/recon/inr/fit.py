@@ -6,8 +6,9 @@ iterative driver (:func:`jaxeit.recon.driver.iterate`):
 ``chunk`` iterations run inside one compiled ``lax.while_loop`` per call, with a
 tqdm bar over chunks, exactly ``max_iter`` iterations in all. The driver stops
 a diverging fit (a non-finite loss, or a data misfit ``divergence_factor``
-times the smallest so far and above :data:`DIVERGENCE_FLOOR`) at the last good parameters, with status
-``"diverged"``.
+times the smallest so far and above :data:`DIVERGENCE_FLOOR`) and a fit that has lost the data after
+its warm-up (:data:`LOST_FIT_FACTOR` times the smallest misfit since then, above
+:data:`LOST_FIT_FLOOR`) at the last good parameters, with status ``"diverged"``.
 
 The INR is evaluated once per step at the N mesh nodes; the FEM sees each element's
 geometric mean of its three nodal values (exp of the mean log σ, i.e. log σ at the
@@ -47,6 +48,13 @@ __all__ = ["INRConfig", "INRFit", "INRTV", "fit_inr", "render", "make_problem", 
 
 #: data misfits ‖F(σ) − v‖²/‖v‖² below this never count as a divergence (10 % relative residual)
 DIVERGENCE_FLOOR = 1e-2
+#: a fit that has lost the data: after the first LOST_FIT_WARMUP of the iterations (the early Adam steps
+#: jump about), a misfit LOST_FIT_FACTOR times the smallest since then and above LOST_FIT_FLOOR (3 %
+#: relative residual). A regulariser that overpowers the data term (an SDS prior on a nearly flat
+#: image) drifts there slowly, never reaching the blow-up of the first rule.
+LOST_FIT_WARMUP = 0.1
+LOST_FIT_FACTOR = 10.0
+LOST_FIT_FLOOR = 1e-3
 
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
@@ -173,14 +181,21 @@ class _INRStep:
     """One Adam iteration of an INR fit, for :func:`~jaxeit.recon.driver.iterate` (hashable: the network's
     structure and the settings that shape the compiled step; everything else is an argument).
 
-    state = (params, opt_state, previous params, iteration, smallest data misfit so far).
+    state = (params, opt_state, previous params, iteration, smallest data misfit so far, smallest
+    data misfit after the warm-up).
     """
 
     graphdef: nnx.GraphDef
     config: INRConfig
 
+    @staticmethod
+    def initial_state(params, opt_state) -> tuple:
+        """The state before the first iteration."""
+        inf = jnp.asarray(jnp.inf, jnp.float64)
+        return params, opt_state, params, jnp.asarray(0, jnp.int32), inf, inf
+
     def __call__(self, state, rest, model, v, prob, regs, weights, total_steps, key):
-        params, opt_state, _, it, best = state
+        params, opt_state, _, it, best, best_late = state
         optimizer = _optimizer(self.config, total_steps)
         loss_fn = functools.partial(_loss, graphdef=self.graphdef, rest=rest, model=model, v=v, prob=prob,
                                     regs=regs, weights=weights)
@@ -193,12 +208,15 @@ class _INRStep:
         # a misfit below the floor is no divergence, however much it grew: with a small contrast the
         # first Adam steps can multiply a tiny misfit by hundreds and the fit still recovers
         bad = ~jnp.isfinite(loss) | (d > self.config.divergence_factor * jnp.maximum(best, DIVERGENCE_FLOOR))
+        late = it >= LOST_FIT_WARMUP * total_steps
+        bad = bad | (late & (d > LOST_FIT_FACTOR * jnp.maximum(best_late, LOST_FIT_FLOOR)))
         # diverged: keep the parameters before the step that led here (their loss was finite)
         state = jax.tree.map(lambda keep, new: jnp.where(bad, keep, new),
                              (state[2], opt_state), (new_params, new_opt))
         info = {"objective": d + r, "data": d, "regulariser": r, "residual": jnp.sqrt(d)}
         status = jnp.where(bad, DIVERGED, CONTINUE).astype(jnp.int32)
-        return (*state, params, it + 1, jnp.minimum(best, d).astype(best.dtype)), info, status
+        best_late = jnp.where(late, jnp.minimum(best_late, d), best_late).astype(best_late.dtype)
+        return (*state, params, it + 1, jnp.minimum(best, d).astype(best.dtype), best_late), info, status
 
 
 def render(inr: INR, grid: Grid, frame) -> np.ndarray:
@@ -247,7 +265,7 @@ def fit_inr(model: ForwardModel, v, *, regularizers: Sequence[tuple[float, Regul
     # only the step's structure is static: the iteration count sets the traced schedule length
     shape = INRConfig(**{f.name: getattr(config, f.name) for f in dataclasses.fields(INRConfig)})
     step = _INRStep(graphdef, dataclasses.replace(shape, max_iter=1))
-    state = (params, opt_state, params, jnp.asarray(0, jnp.int32), jnp.asarray(jnp.inf, jnp.float64))
+    state = _INRStep.initial_state(params, opt_state)
     run = iterate(step, state, (rest, model, v, prob, regs, weights, total, k_loop), max_iter=config.max_iter,
                   chunk=config.chunk, progress=progress, desc=method)
     inr = nnx.merge(graphdef, run.state[0], rest)

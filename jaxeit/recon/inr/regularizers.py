@@ -72,9 +72,10 @@ class StaticRegularizer:
 
     def __init__(self, fn):
         self.fn = fn
+        self.uses_fraction = bool(getattr(fn, "uses_fraction", False))   # fn(image, key, fraction)
 
-    def __call__(self, image, key):
-        return self.fn(image, key)
+    def __call__(self, image, key, *fraction):
+        return self.fn(image, key, *fraction)
 
     def tree_flatten(self):
         return (), self.fn

@@ -1,0 +1,117 @@
+"""KTC2023: every method of the pipeline on the 4 public targets and on simulated held-out tanks, scored officially.
+
+For each method (`jaxeit.realdata.ktc.METHODS`, at its defaults) and level 1–7: the official score
+(:func:`jaxeit.metrics.ktc_score`) on the 4 public training targets, next to the winners' self-reported
+means on the same targets (Denker et al. 2024), and the seconds per target (reconstruction and
+segmentation, from the loaded `.mat` arrays; the tank is calibrated once per reference recording and the
+mesh is built once). The public targets are a final check only: nothing is tuned on them.
+
+With ``--n-sim N``: also N simulated held-out tanks per level (`jaxeit.realdata.ktc_simulator`, seed
+10001, never used in training; each with its own simulated empty tank, so every method calibrates on it),
+mean ± 95 % CI per level.
+
+Resumable: one JSON line per (method, level, target) in ``--records``.
+
+    python benchmarks/ktc_methods.py [--methods baseline,gn-gaussian,diff-inr,unet] [--n-sim 5]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _protocol as P  # noqa: E402
+from _common import RESULTS, machine_header, markdown_table  # noqa: E402
+from diff_inr import Cache  # noqa: E402
+from ktc_segmenter import WINNERS  # noqa: E402
+
+from jaxeit.io import data_dir, load_ktc2023, load_ktc_reference, load_ktc_truth  # noqa: E402
+from jaxeit.io_utils import atomic_write_text  # noqa: E402
+from jaxeit.realdata import calibrate_dataset, ktc_mesh  # noqa: E402
+from jaxeit.realdata import ktc  # noqa: E402
+from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, simulate_ktc  # noqa: E402
+
+KTC_H = 0.014   # the reconstruction mesh of the pipeline (m)
+LEVELS = range(1, 8)
+SIM_PER_LEVEL = 10   # the simulated held-out set: 70 tanks, as in benchmarks/ktc_segmenter.py
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--methods", default="baseline,gn-gaussian,diff-inr,unet",
+                    help="comma-separated names of jaxeit.realdata.ktc.METHODS")
+    ap.add_argument("--n-sim", type=int, default=0, help="simulated held-out tanks per level (0: none)")
+    ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_heldout")
+    ap.add_argument("--records", type=Path, default=RESULTS / "ktc_methods_records.jsonl")
+    ap.add_argument("--out", type=Path, default=RESULTS / "ktc_methods.md")
+    args = ap.parse_args(argv)
+    methods = [m.strip() for m in args.methods.split(",") if m.strip()]
+    unknown = [m for m in methods if m not in ktc.METHODS]
+    if unknown:
+        ap.error(f"unknown methods {unknown}; choose from {sorted(ktc.METHODS)}")
+    folder = data_dir() / "ktc2023" / "training"
+    ref = folder / "ref.mat"
+    if not ref.exists():
+        sys.exit(f"KTC2023 data not found at {folder} (set JAXEIT_DATA)")
+    cache = Cache(args.records)
+    mesh = ktc_mesh(h=KTC_H)
+    truths = [load_ktc_truth(folder / f"true{k}.mat") for k in range(1, 5)]
+    cal = calibrate_dataset(load_ktc_reference(ref), mesh)
+
+    def run(key, method, ds, truth, calibration):
+        """The scores of one reconstruction, from the records or computed and recorded."""
+        if cache.get(key) is None:
+            res = ktc.reconstruct_ktc(ds, mesh, method, truth=truth, calibration=calibration)
+            cache.put(key, {"score": res.score, "seconds": res.wall_time})
+            print(f"{key}: {res.score:.3f} ({res.wall_time:.1f} s)", flush=True)
+        return cache.get(key)
+
+    sim = None
+    if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 70 tanks, level l on tanks l-1, l+6, ...
+        if args.n_sim > SIM_PER_LEVEL:
+            ap.error(f"--n-sim is at most {SIM_PER_LEVEL} (the held-out set has {7 * SIM_PER_LEVEL} tanks)")
+        n = 7 * SIM_PER_LEVEL
+        sim = load_ktc_simulation(simulate_ktc(KTCSimConfig(n_samples=n, seed=10_001, shard_size=n), args.sim_dir,
+                                               reference=ref, log=None))
+    target_rows, sim_rows = [], []
+    for method in methods:
+        for level in LEVELS:
+            recs = [run(f"target|{method}|{level}|{k + 1}", method, load_ktc2023(folder / f"data{k + 1}.mat", ref, level),
+                        truths[k], cal) for k in range(4)]
+            target_rows.append([method, level, *[f"{r['score']:.3f}" for r in recs],
+                                f"{np.mean([r['score'] for r in recs]):.3f}", f"{WINNERS[level - 1]:.3f}",
+                                f"{np.median([r['seconds'] for r in recs]):.1f}"])
+            if sim is None:
+                continue
+            empty = load_ktc_reference(ref, level)
+            idx = np.arange(level - 1, 7 * SIM_PER_LEVEL, 7)[:args.n_sim]   # this level's share of the held-out set
+            recs = [run(f"sim|{method}|{level}|{i}", method,
+                        dataclasses.replace(empty, voltages=sim["voltages"][i], reference=sim["reference"][i],
+                                            name=f"sim{i}_level{level}"), sim["truth"][i], None) for i in idx]
+            sim_rows.append([method, level, len(recs), P.fmt_ci([r["score"] for r in recs]),
+                             f"{np.median([r['seconds'] for r in recs]):.1f}"])
+    sums = {m: sum(float(r[6]) for r in target_rows if r[0] == m) for m in methods}
+    lines = [machine_header("KTC2023: every method, official score"), __doc__.split("\n\n")[1], "",
+             f"Mesh h = {KTC_H} m ({mesh.n_elements} elements); calibrated background σ = {cal.sigma:.4g} S, "
+             f"z = {float(np.mean(cal.contact_impedance)):.3g} Ω·m².", "",
+             "## The 4 public training targets", "",
+             markdown_table(["method", "level", "target 1", "target 2", "target 3", "target 4", "mean",
+                             "winners (self-reported)", "s / target"], target_rows), "",
+             "Sum of the level means: " + ", ".join(f"{m} {s:.2f}" for m, s in sums.items())
+             + f"; winners {sum(WINNERS):.2f}.", ""]
+    if sim_rows:
+        lines += [f"## Simulated held-out tanks ({args.n_sim} per level, seed 10001; mean ± 95 % CI)", "",
+                  markdown_table(["method", "level", "tanks", "score", "s / tank"], sim_rows), ""]
+    atomic_write_text(args.out, "\n".join(lines))
+    print("\n".join(lines))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
