@@ -118,8 +118,13 @@ def normalise_features(x):
 
 
 @functools.lru_cache(maxsize=8)
+def _abstract(unet_config: UNetConfig):
+    """(graphdef, parameter shapes) of the U-Net, traced once per config (about 2 s on the CPU)."""
+    return abstract_params(unet_config)
+
+
 def _graphdef(unet_config: UNetConfig):
-    return abstract_params(unet_config)[0]
+    return _abstract(unet_config)[0]
 
 
 def _logits(graphdef, params, x, level):
@@ -221,7 +226,7 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
     graphdef = _graphdef(config.unet_config())
     opt = config.optimizer()
     ckpt = Checkpointer(workdir / CHECKPOINT_NAME, config.to_dict(), mutable=_RESUMABLE_FIELDS)
-    template = jax.eval_shape(lambda p: training.init_state(p, opt), abstract_params(config.unet_config())[1])
+    template = jax.eval_shape(lambda p: training.init_state(p, opt), _abstract(config.unet_config())[1])
     loaded = ckpt.load(template) if resume else None
     if loaded is None:
         params = init_params(config.unet_config(), jax.random.PRNGKey(config.seed))[1]
@@ -294,7 +299,7 @@ class Segmenter:
             raise ValueError(f"no trained segmenter (segmenter.npz): {where}; train one with "
                              "jaxeit.realdata.ktc_segmenter.train_segmenter (docs/training.md)")
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
-        params, _ = training.load_arrays(path, abstract_params(config.unet_config())[1])
+        params, _ = training.load_arrays(path, _abstract(config.unet_config())[1])
         ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(resolve_data_path(reference))
         features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size, levels=tuple(levels),
                                           calibration=calibration)
