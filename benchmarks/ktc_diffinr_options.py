@@ -14,7 +14,6 @@ Resumable: one JSON line per (variant, tank) in ``--records``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 from pathlib import Path
 
@@ -28,7 +27,8 @@ from diff_inr import Cache  # noqa: E402
 from jaxeit.io import load_ktc_reference, resolve_data_path  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata import ktc, ktc_mesh  # noqa: E402
-from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, simulate_ktc  # noqa: E402
+from jaxeit.realdata.ktc_simulator import (KTCSimConfig, load_ktc_simulation, simulate_ktc,  # noqa: E402
+                                            simulated_dataset)
 
 VARIANTS = {
     "Diff-INR defaults (TV 3e-6, range floor, clipped x̂₀)": {},
@@ -55,8 +55,7 @@ def main(argv=None) -> int:
         empty = load_ktc_reference(ref, level)
         for j in range(args.per_level):
             i = n - N_VALIDATION + 7 * j + level
-            ds = dataclasses.replace(empty, voltages=sim["voltages"][i], reference=sim["reference"][i],
-                                     name=f"val{i}_level{level}")
+            ds = simulated_dataset(sim, i, empty)
             for name, opts in VARIANTS.items():
                 key = f"{name}|{level}|{i}"
                 if cache.get(key) is None:

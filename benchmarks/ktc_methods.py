@@ -18,7 +18,6 @@ Resumable: one JSON line per (method, level, target) in ``--records``.
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -35,7 +34,8 @@ from jaxeit.io import data_dir, load_ktc2023, load_ktc_reference, load_ktc_truth
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, ktc_mesh  # noqa: E402
 from jaxeit.realdata import ktc  # noqa: E402
-from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, simulate_ktc  # noqa: E402
+from jaxeit.realdata.ktc_simulator import (KTCSimConfig, load_ktc_simulation, simulate_ktc,  # noqa: E402
+                                            simulated_dataset)
 
 KTC_H = 0.014   # the reconstruction mesh of the pipeline (m)
 LEVELS = range(1, 8)
@@ -91,9 +91,8 @@ def main(argv=None) -> int:
                 continue
             empty = load_ktc_reference(ref, level)
             idx = np.arange(level - 1, 7 * SIM_PER_LEVEL, 7)[:args.n_sim]   # this level's share of the held-out set
-            recs = [run(f"sim|{method}|{level}|{i}", method,
-                        dataclasses.replace(empty, voltages=sim["voltages"][i], reference=sim["reference"][i],
-                                            name=f"sim{i}_level{level}"), sim["truth"][i], None) for i in idx]
+            recs = [run(f"sim|{method}|{level}|{i}", method, simulated_dataset(sim, i, empty), sim["truth"][i], None)
+                    for i in idx]
             sim_rows.append([method, level, len(recs), P.fmt_ci([r["score"] for r in recs]),
                              f"{np.median([r['seconds'] for r in recs]):.1f}"])
     sums = {m: sum(float(r[6]) for r in target_rows if r[0] == m) for m in methods}

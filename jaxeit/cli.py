@@ -203,7 +203,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
       ``ref.mat`` beside it) at difficulty ``level``, segmentation and, when
       ``true<k>.mat`` lies beside it, the challenge score
       (:func:`jaxeit.realdata.ktc.reconstruct_ktc`; ``h`` default 1.4 cm). The segmentation
-      also goes to ``<stem>.mat`` in the challenge's format (:func:`write_ktc_segmentation`).
+      also goes to ``<stem>.mat`` in the challenge's format (:func:`jaxeit.io.save_ktc_segmentation`).
 
     Returns the .npz path. Raises ``FileNotFoundError`` / ``ValueError`` with a
     one-line message for missing files, unknown methods and bad data.
@@ -393,7 +393,7 @@ def _reconstruct_kit4(path, target, *, method, h, options, reference, patterns, 
 def _reconstruct_ktc(path, target, *, method, h, options, reference, level, progress):
     import numpy as np
 
-    from .io import load_ktc2023, load_ktc_truth
+    from .io import load_ktc2023, load_ktc_truth, save_ktc_segmentation
     from .io_utils import atomic_path
     from .realdata import ktc_mesh
     from .realdata.ktc import reconstruct_ktc
@@ -413,7 +413,7 @@ def _reconstruct_ktc(path, target, *, method, h, options, reference, level, prog
     with atomic_path(target) as tmp:
         np.savez(tmp, contrast=res.contrast, image=res.image, segmentation=res.segmentation, score=res.score,
                  level=level, nodes=mesh.nodes, triangles=mesh.triangles)
-    write_ktc_segmentation(target.with_suffix(".mat"), res.segmentation)
+    save_ktc_segmentation(target.with_suffix(".mat"), res.segmentation)
     from . import plot
 
     plot.ktc_figure(mesh, res.contrast, res.segmentation, truth=truth,
@@ -422,27 +422,6 @@ def _reconstruct_ktc(path, target, *, method, h, options, reference, level, prog
                     label={"baseline": "Δσ (S/m)", "unet": "P(conductive) − P(resistive)"}.get(method,
                                                                                          plot.CONTRAST_LABEL),
                     title=f"{path.name}: {method}, level {level}", path=target.with_suffix(".png"))
-
-
-def write_ktc_segmentation(path: Path, segmentation) -> Path:
-    """Save a segmentation in the challenge's submission format, atomically.
-
-    ``path`` gets one variable, ``reconstruction``: (256, 256) uint8 in the truth frame, 0 water,
-    1 resistive, 2 conductive — what the organisers' scoring code reads.
-    """
-    import numpy as np
-    from scipy.io import savemat
-
-    from .io_utils import atomic_path
-
-    seg = np.asarray(segmentation)
-    if seg.shape != (256, 256) or not np.isin(seg, (0, 1, 2)).all():
-        raise ValueError(f"a KTC2023 segmentation is (256, 256) with classes 0, 1, 2; got {seg.shape}, "
-                         f"values {np.unique(seg)[:5].tolist()}")
-    with atomic_path(Path(path)) as tmp:
-        with open(tmp, "wb") as f:
-            savemat(f, {"reconstruction": seg.astype(np.uint8)})
-    return Path(path)
 
 
 def _run_benchmark(name: str, args: list[str]):

@@ -479,3 +479,13 @@ def test_ktc_nan_only_at_removed_electrodes_loads(tmp_path):
     assert not data.mask[5] and np.isnan(data.voltages[5])
     with pytest.raises(ValueError, match="NaN or inf"):
         _ktc_files(tmp_path, {"Uel": _nan_at(np.ones((93, 1)), 5)}, level=1)()
+
+
+def test_a_segmentation_that_is_not_the_challenge_format_is_refused(tmp_path):
+    from jaxeit.io import save_ktc_segmentation
+
+    with pytest.raises(ValueError, match=r"\(256, 256\) with classes 0, 1, 2; got \(128, 128\)"):
+        save_ktc_segmentation(tmp_path / "a.mat", np.zeros((128, 128), np.uint8))
+    with pytest.raises(ValueError, match="values \\[0, 3\\]"):
+        save_ktc_segmentation(tmp_path / "a.mat", np.where(np.eye(256) > 0, 3, 0))
+    assert not (tmp_path / "a.mat").exists()

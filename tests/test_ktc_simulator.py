@@ -4,7 +4,9 @@ import numpy as np
 import pytest
 
 from jaxeit.realdata.ktc import disk_mask
-from jaxeit.realdata.ktc_simulator import SHAPES, KTCSimConfig, load_ktc_simulation, random_truth, simulate_ktc
+from jaxeit.io import load_ktc_reference
+from jaxeit.realdata.ktc_simulator import (SHAPES, KTCSimConfig, load_ktc_simulation, random_truth, simulate_ktc,
+                                           simulated_dataset)
 
 from .conftest import data_dir
 
@@ -45,5 +47,9 @@ def test_simulate_is_reproducible_and_resumes(tmp_path):
         np.testing.assert_array_equal(again[name], value)
     other = simulate_ktc(config, tmp_path / "b", reference=ref, log=None)
     np.testing.assert_array_equal(load_ktc_simulation(other)["voltages"], data["voltages"])
+    sample = simulated_dataset(data, 4, load_ktc_reference(ref, level=3))   # as a loaded recording of level 3
+    np.testing.assert_array_equal(sample.voltages, data["voltages"][4])
+    np.testing.assert_array_equal(sample.reference, data["reference"][4])
+    assert sample.name == "sim4_level3" and sample.n_usable == 1404
     with pytest.raises(ValueError, match="another config"):
         simulate_ktc(KTCSimConfig(n_samples=6, shard_size=4, batch_size=4, h=0.012, seed=1), root, reference=ref)

@@ -6,6 +6,7 @@ for where the files come from and what they hold.
 
 from .dataset import EITDataset, data_dir, resolve_data_path
 from .kit4 import load_kit4
-from .ktc import load_ktc2023, load_ktc_mesh, load_ktc_reference, load_ktc_truth
+from .ktc import load_ktc2023, load_ktc_mesh, load_ktc_reference, load_ktc_truth, save_ktc_segmentation
 
-__all__ = ["EITDataset", "data_dir", "resolve_data_path", "load_kit4", "load_ktc2023", "load_ktc_reference", "load_ktc_truth", "load_ktc_mesh"]
+__all__ = ["EITDataset", "data_dir", "resolve_data_path", "load_kit4", "load_ktc2023", "load_ktc_reference", "load_ktc_truth",
+           "save_ktc_segmentation", "load_ktc_mesh"]

@@ -45,7 +45,8 @@ from ..mesh import Mesh
 from ..protocol import from_arrays
 from .dataset import EITDataset, _array, _check_file_patterns, _check_not_all_zero, _read_mat
 
-__all__ = ["load_ktc2023", "load_ktc_reference", "load_ktc_truth", "load_ktc_mesh", "ktc_level_mask",
+__all__ = ["load_ktc2023", "load_ktc_reference", "load_ktc_truth", "save_ktc_segmentation", "load_ktc_mesh",
+           "ktc_level_mask",
            "KTC_RADIUS", "KTC_N_ELECTRODES", "KTC_ELECTRODE_WIDTH", "KTC_LEVELS"]
 
 KTC_RADIUS = 0.115  # m
@@ -130,7 +131,7 @@ def load_ktc2023(path, ref_path, level: int = 1) -> EITDataset:
         if bad.size:
             raise ValueError(f"{file}: {bad.size} of the {int(usable.sum())} voltages of {name} used at level {level} "
                              f"are NaN or inf (first at index {bad[0]}); repair or re-export the recording")
-    return _dataset(inj, mpat, volts, uref, level, path.stem)
+    return _dataset(inj, mpat, volts, uref, level, path.stem, mask=usable)
 
 
 def load_ktc_reference(ref_path, level: int = 1) -> EITDataset:
@@ -161,7 +162,7 @@ def _read_recording(path: Path, inj_name: str, volts_name: str, what: str):
     return inj, mpat, volts
 
 
-def _dataset(inj, mpat, volts, uref, level: int, stem: str) -> EITDataset:
+def _dataset(inj, mpat, volts, uref, level: int, stem: str, mask=None) -> EITDataset:
     n_el = inj.shape[0]
     # U is column-major by injection, i.e. injection-major once flattened: matches from_arrays
     protocol = from_arrays(inj, mpat, currents_per_column=True, measurements_per_column=True)
@@ -169,7 +170,7 @@ def _dataset(inj, mpat, volts, uref, level: int, stem: str) -> EITDataset:
         protocol=protocol,
         voltages=volts.reshape(-1),
         reference=uref.reshape(-1),
-        mask=ktc_level_mask(inj, mpat.shape[1], level),
+        mask=ktc_level_mask(inj, mpat.shape[1], level) if mask is None else mask,
         radius=KTC_RADIUS,
         n_electrodes=n_el,
         electrode_width=KTC_ELECTRODE_WIDTH if n_el == KTC_N_ELECTRODES else None,
@@ -196,6 +197,25 @@ def load_ktc_truth(path) -> np.ndarray:
         raise ValueError(f"{path}: truth has {int(bad.sum())} pixels outside the classes {{0, 1, 2}} "
                          f"(values {np.unique(truth[bad])[:5].tolist()})")
     return truth.astype(np.uint8)
+
+
+def save_ktc_segmentation(path, segmentation) -> Path:
+    """Save a segmentation in the challenge's submission format, atomically: ``path`` (.mat) gets one
+    variable, ``reconstruction``, (256, 256) uint8 in the truth frame (0 water, 1 resistive,
+    2 conductive), what the organisers' scoring code reads and :func:`load_ktc_truth`'s layout."""
+    from scipy.io import savemat
+
+    from ..io_utils import atomic_path
+
+    seg = np.asarray(segmentation)
+    if seg.shape != (256, 256) or not np.isin(seg, (0, 1, 2)).all():
+        raise ValueError(f"a KTC2023 segmentation is (256, 256) with classes 0, 1, 2; got {seg.shape}, "
+                         f"values {np.unique(seg)[:5].tolist()}")
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            savemat(f, {"reconstruction": seg.astype(np.uint8)})
+    return path
 
 
 def load_ktc_mesh(path) -> Mesh:

@@ -46,13 +46,14 @@ import numpy as np
 
 from ..data.store import shard_path, verify_shard, write_shard
 from ..grid import grid_to_mesh
-from ..io import load_ktc_reference, resolve_data_path
+from ..io import EITDataset, load_ktc_reference, resolve_data_path
 from ..io_utils import atomic_write_text
 from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
 from .tanks import ktc_mesh
 
-__all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "SHAPES", "SIM_FIELDS"]
+__all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
+           "SIM_FIELDS"]
 
 #: the object shapes of :func:`random_truth`
 SHAPES = ("disc", "polygon", "blob", "bar", "cross")
@@ -306,3 +307,15 @@ def load_ktc_simulation(root, *, limit: int | None = None) -> dict[str, np.ndarr
         n += stop - start
     data = {f: np.concatenate(v) for f, v in out.items()}
     return data if limit is None else {f: v[:limit] for f, v in data.items()}
+
+
+def simulated_dataset(simulation: dict, index: int, empty_tank: EITDataset) -> EITDataset:
+    """Sample ``index`` of :func:`load_ktc_simulation` as a data set, like :func:`jaxeit.io.load_ktc2023`.
+
+    ``empty_tank``: :func:`jaxeit.io.load_ktc_reference` of the ``ref.mat`` the simulation used, at the
+    wanted level (it gives the protocol and the level's mask); the sample brings its own voltages and
+    simulated empty tank. The name is ``"sim<index>_level<l>"``.
+    """
+    level = empty_tank.name.rsplit("level", 1)[-1]
+    return dataclasses.replace(empty_tank, voltages=simulation["voltages"][index],
+                               reference=simulation["reference"][index], name=f"sim{index}_level{level}")
