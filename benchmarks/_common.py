@@ -31,7 +31,9 @@ def machine_header(title: str) -> str:
         f"# {title}",
         "",
         f"- date: {datetime.datetime.now().strftime('%Y-%m-%d %H:%M')}",
-        f"- machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}",
+        f"- machine: {cpu_model()}, {os.cpu_count()} logical cores, {platform.system()} {platform.release()}; "
+        f"load average {os.getloadavg()[0]:.1f} when written (timings under a load above the core count "
+        "include waiting for other jobs)",
         f"- python: {sys.version.split()[0]}; devices: {devices}",
         f"- versions: {', '.join(versions)}",
         f"- command: `python {' '.join(sys.argv)}`",

@@ -7,8 +7,8 @@ records are keyed by stage, method, weight, case, SNR and INR iterations, not by
 method's rows after changing that method):
 
 1. ``sweep`` — every method's main weight (one-step α, GN α, TV α, INR+TV weight, λ_sds) over the same
-   five multiples of its default, on the validation split only (``--n-val`` cases per family, 50 and
-   40 dB); the chosen weight maximises the mean of (SSIM + CC)/2, with diverged cases scored 0.
+   five multiples of its default (extended by one step past an optimum at an edge, up to twice), on the
+   validation split only (``--n-val`` cases per family, 50 and 40 dB); the chosen weight maximises the mean of (SSIM + CC)/2, with diverged cases scored 0.
 2. ``test`` — every method at its chosen weight on the test split (``--n-test`` cases per family) at 60,
    50 and 40 dB, plus the constant-background floor.
 3. ``report`` — ``benchmarks/results/diff_inr.md``: the sweep, the test means with 95 % CIs per SNR and
@@ -48,6 +48,10 @@ METHODS = {
     "Diff-INR": ("diff-inr", "sds_weight", 3e-3, {}),
 }
 MULTIPLIERS = (0.1, 0.3, 1.0, 3.0, 10.0)   # the same tuning budget for every method
+#: the grid beyond MULTIPLIERS: an optimum at an edge extends the sweep by one step, at most MAX_EXTENSIONS times,
+#: by the same rule for every method (an optimum at the edge of a fixed grid is not a tuned weight)
+LADDER = (0.003, 0.01, 0.03) + MULTIPLIERS + (30.0, 100.0, 300.0)
+MAX_EXTENSIONS = 2
 SWEEP_SNRS = (50.0, 40.0)
 TEST_SNRS = (60.0, 50.0, 40.0)
 
@@ -129,7 +133,7 @@ def sweep_table(cache, names):
     out = {}
     for name in names:
         rows = []
-        for m in MULTIPLIERS:
+        for m in LADDER:
             w = METHODS[name][2] * m
             recs = [r for r in cache.rows.values() if r["stage"] == "sweep" and r["method"] == name
                     and math.isclose(r["weight"], w, rel_tol=1e-6)]
@@ -140,6 +144,27 @@ def sweep_table(cache, names):
                          sum(r["diverged"] for r in recs), len(recs)))
         out[name] = rows
     return out
+
+
+def sweep(name, cases, problem, cache, *, iterations, deadline, log) -> bool:
+    """Sweep one method's main weight over MULTIPLIERS, extended past an edge optimum; False on the deadline."""
+    multipliers = list(MULTIPLIERS)
+    for extension in range(MAX_EXTENSIONS + 1):
+        weights = [(name, METHODS[name][2] * m) for m in multipliers]
+        if not evaluate("sweep", weights, cases, SWEEP_SNRS, "val", problem, cache, iterations=iterations,
+                        deadline=deadline, log=log):
+            return False
+        best = chosen_weights(cache, [name])[name] / METHODS[name][2]
+        i = LADDER.index(min(LADDER, key=lambda m: abs(math.log(m / best))))
+        lo, hi = LADDER.index(multipliers[0]), LADDER.index(multipliers[-1])
+        if extension == MAX_EXTENSIONS or lo < i < hi:
+            return True
+        step = lo - 1 if i == lo else hi + 1
+        if not 0 <= step < len(LADDER):
+            return True
+        log(f"[sweep] {name}: the best weight is at the grid's edge; extending to {METHODS[name][2] * LADDER[step]:.3g}")
+        multipliers = sorted(multipliers + [LADDER[step]])
+    return True
 
 
 def chosen_weights(cache, names):
@@ -154,15 +179,17 @@ def report(cache, names, args, problem) -> str:
     lines += [f"Inverse mesh: {problem.coarse.n_elements} elements (h = {P.H_INVERSE} R); data mesh: "
               f"{problem.fine.n_nodes} nodes (h = {P.H_FINE} R). INR methods: {args.iterations} iterations.", ""]
     lines += ["## 1. Main-weight sweep on the validation split (50 and 40 dB)", "",
-              "Objective: mean of (SSIM + CC)/2 over the validation cases; five multiples of each default.", ""]
+              "Objective: mean of (SSIM + CC)/2 over the validation cases; five multiples of each default, "
+              f"extended by one step past an edge optimum (at most {MAX_EXTENSIONS} times, the same rule for every "
+              "method).", ""]
     rows = []
     for name, recs in sweep_table(cache, names).items():
         for w, obj, ssim, cc, div, n in recs:
             rows.append([name, f"{w:.3g}" + (" **chosen**" if math.isclose(w, chosen.get(name, -1)) else ""),
                          f"{obj:.3f}", f"{ssim:.3f}", f"{cc:.3f}", div, n])
     lines += [markdown_table(["method", "weight", "objective", "SSIM", "CC", "diverged", "cases"], rows), ""]
-    edge = [n for n, w in chosen.items()
-            if any(math.isclose(w, METHODS[n][2] * m) for m in (MULTIPLIERS[0], MULTIPLIERS[-1]))]
+    table = sweep_table(cache, names)
+    edge = [n for n, w in chosen.items() if table[n] and (math.isclose(w, table[n][0][0]) or math.isclose(w, table[n][-1][0]))]
     if edge:
         lines += [f"At the edge of the sweep grid (the optimum may lie beyond it): {', '.join(edge)}.", ""]
     order = ["background"] + [n for n in names]
@@ -214,6 +241,20 @@ def report(cache, names, args, problem) -> str:
         lines += [f"Thorax, all SNRs, mean SSIM: Diff-INR {thorax['Diff-INR']:.3f}, INR+TV {thorax['INR+TV']:.3f}, "
                   f"TV {thorax['TV']:.3f}: the paper's order Diff-INR > INR+TV > TV "
                   f"{'holds' if ok else 'does not hold'}.", ""]
+    lines += ["## 5. Speed on this machine, as the runs above went", "",
+              "Median seconds per reconstruction over the test runs (else the validation runs at the chosen "
+              "weight), and for the INR methods the ms per iteration (that time / iterations, set-up included). "
+              "The runs shared the CPU with other jobs; `benchmarks/recon_speed.py` times them alone.", ""]
+    rows = []
+    for name in order[1:]:
+        recs = [r for r in test if r["method"] == name] or [
+            r for r in cache.rows.values() if r["stage"] == "sweep" and r["method"] == name
+            and name in chosen and math.isclose(r["weight"], chosen[name], rel_tol=1e-6)]
+        if recs:
+            med = float(np.median([r["seconds"] for r in recs]))
+            per_it = f"{1e3 * med / args.iterations:.1f}" if name in ("INR+TV", "Diff-INR") else "–"
+            rows.append([name, len(recs), f"{med:.2f}", per_it])
+    lines += [markdown_table(["method", "runs", "s / reconstruction", "ms / iteration"], rows), ""]
     return "\n".join(lines)
 
 
@@ -243,9 +284,10 @@ def main(argv=None) -> int:
     finished = True
     if args.stage in ("sweep", "all"):
         val = [c for fam in P.FAMILIES for c in P.make_cases(problem, "val", fam, args.n_val)]
-        grid_ = [(n, METHODS[n][2] * m) for n in names for m in MULTIPLIERS]
-        finished = evaluate("sweep", grid_, val, SWEEP_SNRS, "val", problem, cache, iterations=args.iterations,
-                            deadline=deadline, log=log)
+        for name in names:
+            finished = sweep(name, val, problem, cache, iterations=args.iterations, deadline=deadline, log=log)
+            if not finished:
+                break
     if finished and args.stage in ("test", "all"):
         chosen = chosen_weights(cache, names)
         missing = [n for n in names if n not in chosen]

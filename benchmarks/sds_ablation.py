@@ -55,6 +55,7 @@ VARIANTS = (
     ("κ = 0.3", {"kappa": 0.3}),
     ("lr × 1/2", {"learning_rate": "×0.5"}),
     ("iterations × 1/2", {"max_iter": "×0.5"}),
+    ("iterations × 2", {"max_iter": "×2"}),
 )
 
 

@@ -1,6 +1,7 @@
 """Shared fixtures: float64 on, small meshes built once per session, data location."""
 
 import os
+import tempfile
 from pathlib import Path
 
 import jax
@@ -10,6 +11,8 @@ jax.config.update("jax_enable_x64", True)
 # the command line turns on the persistent compilation cache; tests stay hermetic without it
 # (tests/test_cli.py and tests/test_forward_compilation_cache.py turn it on in a folder of their own)
 os.environ.setdefault("JAXEIT_COMPILE_CACHE", "0")
+# and KTC calibrations remembered by the command line go to a folder of the test run, not the user's
+os.environ.setdefault("JAXEIT_CALIBRATION_CACHE", tempfile.mkdtemp(prefix="jaxeit-calibrations-"))
 
 import jaxeit  # noqa: E402
 import jaxeit.io  # noqa: E402

@@ -54,6 +54,9 @@ def test_unet_shapes_dtypes_and_zero_init():
     g, abstract = abstract_params(cfg)
     assert [a.shape for a in jax.tree_util.tree_leaves(abstract)] == [a.shape for a in
                                                                       jax.tree_util.tree_leaves(params)]
+    from jax._src.interpreters import partial_eval as pe   # the abstract build's shortcut is undone after it
+    assert pe.DynamicJaxprTracer._origin_msg is pe.DynamicJaxprTracer.__dict__["_origin_msg"]
+    assert pe.DynamicJaxprTracer._origin_msg.__name__ == "_origin_msg"
     emb = timestep_embedding(jnp.array([0, 500]), 16)
     assert emb.shape == (2, 16) and emb.dtype == jnp.float32
     np.testing.assert_allclose(emb[0, :8], 1.0)            # cos(0)

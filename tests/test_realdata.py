@@ -1,5 +1,6 @@
 """jaxeit.realdata: tank meshes and electrode numbering, calibration, segmentation, KTC scoring, KIT4 photos."""
 
+import dataclasses
 import math
 
 import jax.numpy as jnp
@@ -86,6 +87,41 @@ def test_calibration_recovers_scalar_sigma_and_z(tank8):
     assert cal.residual < 1e-6 and not cal.per_electrode
 
 
+def test_cached_calibration_is_read_back_and_refitted_when_damaged(tank8, tmp_path, monkeypatch):
+    """calibrate_dataset_cached fits once per recording, mesh and options; a damaged entry is fitted again."""
+    import importlib
+
+    from jaxeit.io import EITDataset
+
+    cal_module = importlib.import_module("jaxeit.realdata.calibrate")   # the package exports a function of that name
+
+    proto = adjacent(8, amplitude=1.0)
+    model = cal_module.forward_model(EITDataset(proto, np.zeros(proto.n_measurements), None, None, 0.1, 8, 0.02,
+                                                np.zeros(8), current_unit="mA"), tank8)
+    v = np.asarray(model.voltages(jnp.full(tank8.n_elements, 0.3), 2e-4))
+    ds = EITDataset(proto, v, v, None, 0.1, 8, 0.02, np.zeros(8), current_unit="mA")
+    first = cal_module.calibrate_dataset_cached(ds, tank8, folder=tmp_path)
+    assert first.sigma == pytest.approx(0.3, rel=1e-4)
+    assert len(list(tmp_path.glob("*.json"))) == 1
+
+    def no_fit(*a, **k):
+        raise AssertionError("fitted again although the result is on disk")
+
+    monkeypatch.setattr(cal_module, "calibrate_dataset", no_fit)
+    again = cal_module.calibrate_dataset_cached(ds, tank8, folder=tmp_path)
+    assert (again.sigma, again.contact_impedance, again.n_iter) == (first.sigma, first.contact_impedance,
+                                                                    first.n_iter)
+    with pytest.raises(AssertionError, match="fitted again"):   # another mask is another calibration
+        cal_module.calibrate_dataset_cached(dataclasses.replace(ds, mask=np.arange(len(v)) > 0), tank8,
+                                            folder=tmp_path)
+    monkeypatch.undo()
+    entry = next(tmp_path.glob("*.json"))
+    entry.write_text("{ torn")
+    refit = cal_module.calibrate_dataset_cached(ds, tank8, folder=tmp_path)
+    assert refit.sigma == pytest.approx(first.sigma, rel=1e-9)
+    assert entry.read_text().startswith("{") and "sigma" in entry.read_text()
+
+
 def test_calibration_recovers_per_electrode_z(tank8):
     model = jaxeit.ForwardModel(tank8, adjacent(8, amplitude=1e-3, exclude_driven=False), contact_impedance=1e-3)
     sigma = 0.3
@@ -146,6 +182,15 @@ def test_segmentation_of_synthetic_contrast():
     # one-sided contrast: no invented resistive class
     one = segment(blur(0.0, 0.0) + 0.01 * rng.standard_normal((256, 256)))
     assert 1 not in np.unique(one) and 2 in np.unique(one)
+
+
+def test_otsu_segmentation_of_a_two_level_image():
+    """A piecewise-constant image with two grey levels cannot be split in three classes: the majority is
+    water and the minority resistive (below) or conductive (above), instead of an error."""
+    inside = (pixel_centres()[..., 0] ** 2 + pixel_centres()[..., 1] ** 2) < 0.03 ** 2
+    for value, cls in ((-2.0, 1), (3.0, 2)):
+        seg = segment_otsu(np.where(inside, value, 0.0))
+        np.testing.assert_array_equal(seg[disk_mask()], np.where(inside, cls, 0)[disk_mask()])
 
 
 def test_fit_rotation():

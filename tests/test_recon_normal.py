@@ -104,3 +104,16 @@ def test_the_cheaper_path_by_flops():
 
     assert _dense_is_cheaper(1566, 1404) and _dense_is_cheaper(1566, 513)
     assert not _dense_is_cheaper(3310, 208) and not _dense_is_cheaper(17_000, 2356)
+
+
+def test_linear_gn_takes_a_precomputed_jacobian(disk_problem):
+    """One linearisation shared by several priors gives the same operator; a wrong shape is named."""
+    from jaxeit.recon.linear import LinearGN
+
+    m, fm, _, _ = disk_problem
+    jac = fm.jacobian(jnp.full(m.n_elements, 1.3))
+    own = LinearGN.build(fm, background=1.3, prior="laplace", alpha=2.0)
+    given = LinearGN.build(fm, background=1.3, prior="laplace", alpha=2.0, jacobian=jac)
+    np.testing.assert_allclose(given.h, own.h, rtol=1e-12, atol=0)
+    with pytest.raises(ValueError, match=r"jacobian must be \(208, "):
+        LinearGN.build(fm, background=1.3, prior="laplace", jacobian=np.asarray(jac)[:-1])

@@ -30,6 +30,7 @@ Images are channels-last: the network maps (B, n, n, 1) to (B, n, n, 2).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
 
@@ -275,9 +276,34 @@ def init_params(config: UNetConfig, key) -> tuple[nnx.GraphDef, nnx.State]:
     return graphdef, params
 
 
+@contextlib.contextmanager
+def _without_tracer_origins():
+    """Skip JAX's search for a tracer's origin while a network is built abstractly.
+
+    Each RNG draw of a Flax module updates a counter, and Flax compares the old and new values'
+    ``sharding``; on a tracer that attribute raises an AttributeError whose message JAX builds
+    by searching the whole trace for the value's origin: a cost quadratic in the network's size
+    (about 70 % of the U-Net's abstract build) for a message that ``getattr(..., None)`` drops.
+    Only the message changes (to none), and only inside this block.
+    """
+    try:
+        from jax._src.interpreters import partial_eval as pe
+        tracer = pe.DynamicJaxprTracer
+        original = tracer.__dict__["_origin_msg"]
+    except (ImportError, AttributeError, KeyError):   # another JAX layout: nothing to skip
+        yield
+        return
+    tracer._origin_msg = lambda self: ""
+    try:
+        yield
+    finally:
+        tracer._origin_msg = original
+
+
 def abstract_params(config: UNetConfig) -> tuple[nnx.GraphDef, nnx.State]:
     """``(graphdef, params)`` with ``jax.ShapeDtypeStruct`` leaves: no arrays are built (fast)."""
-    return nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
+    with _without_tracer_origins():
+        return nnx.split(nnx.eval_shape(lambda: UNet(config, rngs=nnx.Rngs(0))))
 
 
 def count_params(params) -> int:

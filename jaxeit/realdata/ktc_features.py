@@ -90,9 +90,10 @@ class LinearisedInputs:
             ds = dataclasses.replace(reference, mask=mask)
             model = forward_model(ds, mesh, contact_impedance=cal.contact_impedance)
             weights = noise_weights(reference.reference[mask], 5e-4, 1e-4)
+            jac = model.jacobian(jnp.full(model.n_elements, cal.sigma))   # one linearisation, every prior
             operators[level] = np.stack([
                 LinearGN.build(model, background=cal.sigma, param="log", prior=priors[p], alpha=_ALPHAS[p],
-                               weights=weights).h for p in FEATURE_PRIORS])
+                               weights=weights, jacobian=jac).h for p in FEATURE_PRIORS])
             masks[level] = mask
         grid = Grid.square(KTC_RADIUS, int(size))
         built = cls(mesh, cal, int(size), masks, operators, mesh_to_grid_elements(mesh, grid, fill=0.0))

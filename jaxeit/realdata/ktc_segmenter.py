@@ -43,6 +43,7 @@ from ..training import Checkpointer, EarlyStopping, OptimizerConfig
 from .ktc import disk_mask
 from .ktc_features import FEATURE_PRIORS, LinearisedInputs
 from .ktc_simulator import load_ktc_simulation
+from .tanks import ktc_mesh
 
 __all__ = ["SegmenterConfig", "train_segmenter", "Segmenter", "segmenter_loss", "CHECKPOINT_NAME", "SHIPPED"]
 
@@ -131,6 +132,11 @@ def _logits(graphdef, params, x, level):
     """(B, 256, 256, 3) truth-frame logits from features x (B, n, n, P) and levels (B,)."""
     out = nnx.merge(graphdef, params)(x, level)                    # (B, n, n, 3)
     return jax.image.resize(out, (out.shape[0], 256, 256, _N_CLASSES), "bilinear")
+
+
+#: inference: one compiled program (loaded from the persistent compilation cache by the command line)
+#: instead of the network's few hundred operations dispatched one by one
+_logits_jit = jax.jit(_logits, static_argnums=0)
 
 
 def segmenter_loss(graphdef, params, batch):
@@ -287,11 +293,13 @@ class Segmenter:
 
     @classmethod
     def load(cls, folder=None, *, reference="ktc2023/training/ref.mat", levels=KTC_LEVELS,
-             calibration=None) -> "Segmenter":
+             calibration=None, calibration_mesh=None) -> "Segmenter":
         """The exported weights of a :func:`train_segmenter` run in ``folder`` (default: the shipped
         segmenter). ``reference`` — the empty tank's ``ref.mat`` path or an :class:`~jaxeit.io.EITDataset`
         with its ``reference`` voltages — sets up the linearised inputs (its calibration) of ``levels``
-        (one level sets up in a seventh of the time); ``calibration`` of that tank skips calibrating."""
+        (one level sets up in a seventh of the time); ``calibration`` of that tank skips calibrating. A
+        calibration fitted on ``calibration_mesh`` other than the segmenter's mesh (``ktc_mesh(config.mesh_h)``)
+        is not used: the tank is calibrated again on the segmenter's mesh."""
         folder = Path(SHIPPED if folder is None else folder)
         path = folder / "segmenter.npz"
         if not path.exists():
@@ -301,6 +309,8 @@ class Segmenter:
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
         params, _ = training.load_arrays(path, _abstract(config.unet_config())[1])
         ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(resolve_data_path(reference))
+        if calibration_mesh is not None and calibration_mesh != ktc_mesh(h=config.mesh_h):
+            calibration = None
         features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size, levels=tuple(levels),
                                           calibration=calibration)
         return cls(config, params, features)
@@ -314,7 +324,7 @@ class Segmenter:
         x = self.features(voltages, reference, level)
         single = x.ndim == 3
         x = normalise_features(x[None] if single else x)
-        out = np.asarray(_logits(_graphdef(self.config.unet_config()), self.params, x,
+        out = np.asarray(_logits_jit(_graphdef(self.config.unet_config()), self.params, x,
                                  jnp.full((x.shape[0],), float(level))))
         return out[0] if single else out
 

@@ -39,6 +39,7 @@ Findings (benchmarks/results/real_data.md)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import numpy as np
@@ -139,6 +140,14 @@ def kit4_mesh(h: float = 0.01, offset: float = KIT4_OFFSET, direction: str = KIT
 
 
 def ktc_mesh(h: float = 0.008, offset: float = KTC_OFFSET, direction: str = KTC_DIRECTION, **kw) -> Mesh:
-    """KTC2023 tank: radius 0.115 m, 32 electrodes 11.29 mm wide; default geometry = the fitted one."""
+    """KTC2023 tank: radius 0.115 m, 32 electrodes 11.29 mm wide; default geometry = the fitted one.
+
+    Built once per process and arguments (a mesh is immutable), so the reconstruction, the
+    segmenter's inputs and the calibration share it."""
+    return _ktc_mesh(float(h), float(offset), direction, tuple(sorted(kw.items())))
+
+
+@functools.lru_cache(maxsize=8)
+def _ktc_mesh(h: float, offset: float, direction: str, kw: tuple) -> Mesh:
     return tank_mesh(KTC_RADIUS, KTC_N_ELECTRODES, KTC_ELECTRODE_WIDTH, h=h, offset=offset,
-                     direction=direction, **kw)
+                     direction=direction, **dict(kw))

@@ -163,7 +163,8 @@ class LinearGN:
 
     @classmethod
     def build(cls, model: ForwardModel, *, background=1.0, param: str = "log", prior="noser",
-              alpha: float | None = None, lam: float | None = None, p: float = 0.2, weights=None) -> "LinearGN":
+              alpha: float | None = None, lam: float | None = None, p: float = 0.2, weights=None,
+              jacobian=None) -> "LinearGN":
         """Linearise ``model`` at σ₀ = ``background`` and form H (once).
 
         H = (JᵀWJ + λR)⁻¹JᵀW is formed by :func:`~jaxeit.recon.normal.solve_normal` on the
@@ -178,6 +179,8 @@ class LinearGN:
             alpha: dimensionless weight, λ = alpha · mean diag(JᵀWJ) / mean diag(R) (default 3).
             lam: absolute λ instead of ``alpha`` (give at most one of the two).
             weights: (M,) positive diagonal W (1/noise variance), default identity.
+            jacobian: (M, E) ∂F/∂σ of ``model`` at ``background`` (V per S/m), when already computed
+                (several priors on one linearisation); default: computed here.
         """
         if param not in ("log", "linear"):
             raise ValueError(f"param must be 'log' or 'linear', got {param!r}")
@@ -194,7 +197,13 @@ class LinearGN:
         if not (math.isfinite(weight) and weight > 0):
             raise ValueError(f"{'alpha' if lam is None else 'lam'} must be positive and finite, got {weight}")
         sigma0 = jnp.broadcast_to(jnp.asarray(bg), (model.n_elements,))
-        jac = np.asarray(model.jacobian(sigma0))
+        if jacobian is None:
+            jac = np.asarray(model.jacobian(sigma0))
+        else:
+            jac = np.asarray(jacobian, np.float64)
+            if jac.shape != (model.n_measurements, model.n_elements):
+                raise ValueError(f"jacobian must be ({model.n_measurements}, {model.n_elements}) for this model, "
+                                 f"got {jac.shape}")
         if param == "log":
             jac = jac * np.asarray(sigma0)[None, :]   # ∂F/∂s = ∂F/∂σ · σ at s = log σ₀
         if weights is None:
