@@ -22,7 +22,9 @@ Resumable: one JSON line per (method, variant, tank) in ``--records``.
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -65,6 +67,8 @@ def main(argv=None) -> int:
     ap.add_argument("--method", choices=sorted(VARIANTS), required=True)
     ap.add_argument("--per-level", type=int, default=4, help="validation tanks per level")
     ap.add_argument("--variants", default=None, help="comma-separated numbers of the method's variants (0 = defaults)")
+    ap.add_argument("--max-minutes", type=float, default=None,
+                    help="stop starting reconstructions after this long (resumable) and write the table so far")
     ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_validation")
     ap.add_argument("--records", type=Path, default=None, help="default results/ktc_options_<method>_records.jsonl")
     ap.add_argument("--out", type=Path, default=None, help="default results/ktc_options_<method>.md")
@@ -79,13 +83,14 @@ def main(argv=None) -> int:
                                            args.sim_dir / f"n{n}", reference=ref, log=None))
     mesh = ktc_mesh(h=0.014)
     cache = Cache(records)
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else math.inf
     for level in LEVELS:
         empty = load_ktc_reference(ref, level)
         for i in range(level - 1, n, 7):               # this level's seventh of the set
             ds = simulated_dataset(sim, i, empty)
             for name in names:
                 key = f"{args.method}|{name}|{level}|{i}|{SEED}"
-                if cache.get(key) is None:
+                if cache.get(key) is None and time.time() < deadline:
                     res = ktc.reconstruct_ktc(ds, mesh, args.method, truth=sim["truth"][i], **variants[name])
                     cache.put(key, dict(method=args.method, variant=name, level=level, tank=int(i), seed=SEED,
                                         score=res.score, seconds=res.wall_time))
