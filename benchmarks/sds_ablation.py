@@ -85,7 +85,8 @@ def main(argv=None) -> int:
     prior = load_pretrained(args.prior) if args.prior else load_pretrained()
     d = DiffINR()
     base = {"t_range": d.t_range, "t_schedule": d.t_schedule, "weighting": d.weighting, "n_draws": d.n_draws,
-            "sds_weight": 3e-3,   # the default when these records were made (the key does not hold it) "weight_schedule": d.weight_schedule, "kappa": d.kappa,
+            "sds_weight": 3e-3,   # the default when these records were made (the key does not hold it)
+            "weight_schedule": d.weight_schedule, "kappa": d.kappa,
             "tv_weight": d.tv_weight, "min_range": d.min_range, "clip_denoised": d.clip_denoised,
             "learning_rate": d.learning_rate, "max_iter": 60 if args.quick else d.max_iter}
     n_val = 1 if args.quick else args.n_val
