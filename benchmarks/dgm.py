@@ -266,13 +266,39 @@ def _csd_star(ctx: Context) -> Method:
     """Score model trained on the training images; GN image diffused to t0 and denoised (§3.3.2)."""
     model = score_model(ctx)
 
-    def method(batch, t0=None):
-        res = model.reconstruct(batch["gn_image"], jax.random.PRNGKey(4321), t0=t0 or ctx.args.csd_t0,
+    t0 = csd_t0(ctx)
+
+    def method(batch):
+        res = model.reconstruct(batch["gn_image"], jax.random.PRNGKey(4321), t0=t0,
                                 n_samples=ctx.args.csd_samples, n_steps=ctx.args.csd_steps)
         mean, std = res.image, res.extras["std"]
         return {"image": np.where(ctx.mask, mean, 0.0).astype(np.float32), "std": np.where(ctx.mask, std, 0.0)}
     method.limit = ctx.args.csd_n_test
     return method
+
+
+def csd_t0(ctx: Context) -> float:
+    """CSD*'s start time: ``--csd-t0`` when given; otherwise the ``--csd-sweep`` value with the best mean SSIM
+    on the first ``--csd-sweep-n`` validation samples of the training set (chosen once per training set,
+    never on test samples; the rows go to the report)."""
+    args = ctx.args
+    if args.csd_t0 is not None or not args.csd_sweep:
+        return 0.55 if args.csd_t0 is None else args.csd_t0
+    key = ("csd_t0", ctx.train_set)
+    if key not in ctx.cache:
+        model = score_model(ctx)
+        val = load_split(ctx.data[ctx.train_set], "val", fields=("image", "gn_image"), limit=args.csd_sweep_n)
+        rows = []
+        for t0 in [float(x) for x in args.csd_sweep.split(",")]:
+            res = model.reconstruct(val["gn_image"], jax.random.PRNGKey(99), t0=t0, n_samples=args.csd_samples,
+                                    n_steps=args.csd_steps)
+            s = score(np.where(ctx.mask, res.image, 0.0), val["image"], ctx.mask, ctx.background)
+            rows.append({"train": ctx.train_set, "t0": t0, "n": len(val["image"]),
+                         **{k: (float(np.mean(s[k])), float(np.std(s[k]))) for k in ("SSIM", "MSE")}})
+            print(f"    CSD* ({ctx.train_set}) t0 = {t0:g}: validation SSIM {rows[-1]['SSIM'][0]:.3f}", flush=True)
+        ctx.cache[key] = max(rows, key=lambda r: r["SSIM"][0])["t0"]
+        ctx.cache.setdefault("csd_sweep", []).extend(rows)
+    return ctx.cache[key]
 
 
 def dps_measurement(ctx: Context, model: ScoreModel):
@@ -305,7 +331,7 @@ def _posterior_sampler(ctx: Context, start_from_gn: bool) -> Method:
     if key not in ctx.cache:
         measure, v_scale = dps_measurement(ctx, model)
         n, S = ctx.args.size, ctx.args.dps_samples
-        t0 = ctx.args.csd_t0 if start_from_gn else None
+        t0 = csd_t0(ctx) if start_from_gn else None
         steps = ctx.args.csd_steps if start_from_gn else ctx.args.dps_steps
         # x̂₀ and the samples are clipped to the range of the training images (in model units)
         seen = load_split(ctx.data[ctx.train_set], "train", fields=("image",), limit=1024)["image"]
@@ -484,11 +510,13 @@ def parse_args(argv=None):
     ap.add_argument("--mlp-epochs", type=int, default=None, help="CVAE stage 2 epochs (default 40)")
     ap.add_argument("--cnf-epochs", type=int, default=None, help="CNF epochs (default 6)")
     ap.add_argument("--score-epochs", type=int, default=None, help="score model epochs (default 20)")
-    ap.add_argument("--csd-t0", type=float, default=0.55, help="CSD* start time in (0, 1] (paper code: step 550)")
+    ap.add_argument("--csd-t0", type=float, default=None,
+                    help="CSD* start time in (0, 1] (default: chosen from --csd-sweep on validation samples; "
+                         "the paper code starts at step 550 of 1000)")
     ap.add_argument("--csd-samples", type=int, default=None, help="CSD* samples per image (default 20; quick 2)")
     ap.add_argument("--csd-steps", type=int, default=None, help="CSD* reverse steps (default: the SDE's N·t0)")
     ap.add_argument("--csd-sweep", default="0.3,0.45,0.55,0.7,0.85",
-                    help="t0 values of the CSD* sweep on Table 1 (empty: no sweep)")
+                    help="t0 values tried on validation samples of each training set (empty: 0.55)")
     ap.add_argument("--batch-size", type=int, default=None,
                     help="training batch of CVAE/CNF (default 8, the paper code's) and the score model (>= 32)")
     ap.add_argument("--train-seconds", type=float, default=None,
@@ -499,7 +527,7 @@ def parse_args(argv=None):
     ap.add_argument("--dps-val", type=int, default=16, help="validation samples for choosing zeta")
     ap.add_argument("--dps-n-test", type=int, default=None, help="DPS test samples (default 100; quick 16)")
     ap.add_argument("--skip-sampler-speed", action="store_true", help="do not time the score samplers")
-    ap.add_argument("--csd-sweep-n", type=int, default=100, help="test samples of the t0 sweep")
+    ap.add_argument("--csd-sweep-n", type=int, default=100, help="validation samples of the t0 sweep")
     ap.add_argument("--csd-n-test", type=int, default=None, help="CSD* test samples (default: all)")
     ap.add_argument("--rerender", action="store_true",
                     help="rewrite the report from the JSON of an earlier run with the same arguments (runs nothing)")
@@ -602,13 +630,7 @@ def main(argv=None) -> int:
                   f"r {rows[name]['r'][0]:.3f}  ({dt:.1f} s)", flush=True)
         results[table] = {"title": title, "train": train_set, "test": test_set, "n_test": len(test["image"]),
                           "rows": rows}
-        if table == 1 and "CSD*" in args.methods and args.csd_sweep:
-            csd = METHODS["CSD*"](ctx)
-            part = {k: v[:args.csd_sweep_n] for k, v in test.items()}
-            for t0 in [float(x) for x in args.csd_sweep.split(",")]:
-                s = score(csd(part, t0=t0)["image"], part["image"], mask, background)
-                sweep.append({"t0": t0, **{k: (float(np.mean(s[k])), float(np.std(s[k]))) for k in ("SSIM", "MSE")}})
-                print(f"  CSD* t0 = {t0}: SSIM {sweep[-1]['SSIM'][0]:.3f}", flush=True)
+        sweep = cache.get("csd_sweep", [])
         path = args.out.parent / f"{args.out.stem}_table{table}.png"
         figure(path, table, title, test, outputs, n_show=args.n_show)
         figures[table] = path.name
@@ -630,6 +652,7 @@ def sampler_speed(model: ScoreModel, args) -> list[tuple]:
     size, sde, fn, n = args.size, model.sde, model.score_fn(), args.speed_chains
     steps = args.speed_steps or (100 if args.quick else 500)
     gn = np.zeros((n, size, size), np.float32) + 1.0
+    t0_speed = 0.55 if args.csd_t0 is None else args.csd_t0   # a timing: the paper code's start
     runs = [
         (f"PC (reverse diffusion + Langevin), {steps} steps",
          lambda k: pc_sample(fn, sde, k, shape=(n, size, size), n_steps=steps, corrector="ald", snr=0.056)),
@@ -637,8 +660,8 @@ def sampler_speed(model: ScoreModel, args) -> list[tuple]:
          lambda k: sde_sample(fn, sde, k, shape=(n, size, size), n_steps=steps)),
         ("diffrax probability-flow ODE (Tsit5, rtol = atol = 1e-5)",
          lambda k: ode_sample(fn, sde, k, shape=(n, size, size))),
-        (f"CSD* (PC from t0 = {args.csd_t0}), {int(steps * args.csd_t0)} steps",
-         lambda k: model.reconstruct(gn, k, t0=args.csd_t0, n_samples=1, n_steps=int(steps * args.csd_t0)).image),
+        (f"CSD* (PC from t0 = {t0_speed}), {int(steps * t0_speed)} steps",
+         lambda k: model.reconstruct(gn, k, t0=t0_speed, n_samples=1, n_steps=int(steps * t0_speed)).image),
     ]
     rows = []
     for name, run in runs:
@@ -703,9 +726,12 @@ def write_report(args, results, figures, gen_info, wall, throughput, gn_info, sw
     report = render(args, results, figures, gen_info, training, wall, throughput,
                     gn_info)
     if sweep:
-        report += (f"\n## CSD* start-time sweep (Table 1 setting, first {args.csd_sweep_n} test samples)\n\n"
-                   "| t0 | SSIM | MSE |\n|---|---|---|\n" +
-                   "".join(f"| {r['t0']:g} | {_cell('SSIM', *r['SSIM'])} | {_cell('MSE', *r['MSE'])} |\n"
+        chosen = {r.get("train"): max((q for q in sweep if q.get("train") == r.get("train")),
+                                      key=lambda q: q["SSIM"][0])["t0"] for r in sweep}
+        report += ("\n## CSD* start time, chosen on validation samples of each training set\n\n"
+                   "| training set | validation samples | t0 | SSIM | MSE | chosen |\n|---|---|---|---|---|---|\n" +
+                   "".join(f"| {r.get('train', '?')} | {r.get('n', '?')} | {r['t0']:g} | {_cell('SSIM', *r['SSIM'])} | "
+                           f"{_cell('MSE', *r['MSE'])} | {'yes' if chosen[r.get('train')] == r['t0'] else ''} |\n"
                            for r in sweep))
     if speed:
         dev = jax.devices()[0]
@@ -730,6 +756,9 @@ def write_report(args, results, figures, gen_info, wall, throughput, gn_info, sw
 
 
 def render(args, results, figures, gen_info, training, wall, throughput, gn_info) -> str:
+    t0_text = (f"{args.csd_t0:g}" if args.csd_t0 is not None else
+               "the value chosen on validation samples of each training set (table at the end)" if args.csd_sweep
+               else "0.55")
     lines = [machine_header("DGM study: GN, CVAE, CNF, CSD*, DPS and CSD*+DPS (paper Tables 1–6)")]
     lines += [
         "Reproduction of the DGM comparison paper's Tests 1–3 (§4.3) for GN, CVAE (Seo et al. 2019, §3.1), "
@@ -758,7 +787,7 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
         "reconstruction = mean of 20 samples (T = 1); '(per sample)' rows average the metrics of the single "
         "samples (the DGM code's convention).",
         f"- CSD*: VE SDE (σ 0.01…128, N = 1000), U-Net score model (`score_config`), {args.score_epochs} epochs; "
-        f"GN image diffused to t0 = {args.csd_t0} and denoised by the predictor–corrector sampler (annealed "
+        f"GN image diffused to t0 = {t0_text} and denoised by the predictor–corrector sampler (annealed "
         f"Langevin, r = 0.056) with {args.csd_steps or 'N·t0'} steps; mean of {args.csd_samples} samples"
         + (f" on the first {args.csd_n_test} test samples" if args.csd_n_test else "") +
         " (paper code: 1482 epochs, start at step 550 of 1000). One score model per anomaly count serves "
@@ -768,7 +797,7 @@ def render(args, results, figures, gen_info, training, wall, throughput, gn_info
         f"element averages → voltages), x̂₀ and the samples clipped to the training images' range; mean of "
         f"{args.dps_samples} chains; ζ chosen from {{{args.dps_zetas}}} "
         f"on {args.dps_val} validation samples; evaluated on the first {args.dps_n_test} test samples.",
-        f"- CSD*+DPS (beyond the paper): DPS started like CSD* — the GN image diffused to t0 = {args.csd_t0}, "
+        f"- CSD*+DPS (beyond the paper): DPS started like CSD* — the GN image diffused to t0 = {t0_text}, "
         f"{args.csd_steps or 'N·t0'} reverse-diffusion steps each followed by the same likelihood step; mean of "
         f"{args.dps_samples} chains, ζ chosen the same way, same test samples as DPS.",
         "- training budget: " + ("all epochs" if args.train_seconds is None else

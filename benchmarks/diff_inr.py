@@ -12,7 +12,10 @@ method's rows after changing that method):
 2. ``test`` — every method at its chosen weight on the test split (``--n-test`` cases per family) at 60,
    50 and 40 dB, plus the constant-background floor.
 3. ``report`` — ``benchmarks/results/diff_inr.md``: the sweep, the test means with 95 % CIs per SNR and
-   family, divergence counts, the paired difference to TV with its 95 % CI, and the thorax order.
+   family, divergence counts, the paired difference to TV with its 95 % CI, the thorax order and the
+   acceptance at 50 and 40 dB.
+4. ``figure`` — ``benchmarks/results/diff_inr_validation_cases.png``: validation case 0 of each family at
+   50 dB, every method at its chosen weight (validation only: a picture, not a score).
 
     python benchmarks/diff_inr.py all --n-val 5 --n-test 30          # the full protocol (hours on a CPU)
     python benchmarks/diff_inr.py sweep --methods TV,GN --max-minutes 60
@@ -193,7 +196,10 @@ def report(cache, names, args, problem) -> str:
     if edge:
         lines += [f"At the edge of the sweep grid (the optimum may lie beyond it): {', '.join(edge)}.", ""]
     order = ["background"] + [n for n in names]
-    lines += ["## 2. Test split: means with 95 % CIs", ""]
+    lines += ["## 2. Test split: means with 95 % CIs", "",
+              "\"diverged\": a non-finite image or RE > 1. \"stopped by the guard\": an INR run whose data misfit "
+              "rose to 10× its post-warm-up minimum; it stops and returns its last good image, with status "
+              "\"diverged\" in the result.", ""]
     for snr in TEST_SNRS:
         rows = []
         for name in order:
@@ -202,10 +208,12 @@ def report(cache, names, args, problem) -> str:
                 continue
             rows.append([name, len(recs), P.fmt_ci([r["SSIM"] for r in recs]), P.fmt_ci([r["CC"] for r in recs]),
                          P.fmt_ci([r["RE"] for r in recs]), P.fmt_ci([r["PSNR"] for r in recs], 2),
-                         sum(r["diverged"] for r in recs), f"{np.median([r['seconds'] for r in recs]):.1f}"])
+                         sum(r["diverged"] for r in recs), sum(r.get("status") == "diverged" for r in recs),
+                         f"{np.median([r['seconds'] for r in recs]):.1f}"])
         if rows:
             lines += [f"### {snr:g} dB, all families", "",
-                      markdown_table(["method", "cases", "SSIM", "CC", "RE", "PSNR", "diverged", "median s"], rows), ""]
+                      markdown_table(["method", "cases", "SSIM", "CC", "RE", "PSNR", "diverged",
+                                      "stopped by the guard", "median s"], rows), ""]
     lines += ["## 3. Paired difference to TV (same cases), 95 % CI", ""]
     rows = []
     for snr in TEST_SNRS:
@@ -241,6 +249,11 @@ def report(cache, names, args, problem) -> str:
         lines += [f"Thorax, all SNRs, mean SSIM: Diff-INR {thorax['Diff-INR']:.3f}, INR+TV {thorax['INR+TV']:.3f}, "
                   f"TV {thorax['TV']:.3f}: the paper's order Diff-INR > INR+TV > TV "
                   f"{'holds' if ok else 'does not hold'}.", ""]
+    if args.out.with_name("diff_inr_validation_cases.png").exists():
+        lines += ["Validation case 0 of each family at 50 dB, every method at its chosen weight "
+                  "(`python benchmarks/diff_inr.py figure`; validation data, a picture of what the scores measure):",
+                  "", "![validation cases](diff_inr_validation_cases.png)", ""]
+    lines += acceptance_lines(test)
     lines += ["## 5. Speed on this machine, as the runs above went", "",
               "Median seconds per reconstruction over the test runs (else the validation runs at the chosen "
               "weight), and for the INR methods the ms per iteration (that time / iterations, set-up included). "
@@ -258,14 +271,73 @@ def report(cache, names, args, problem) -> str:
     return "\n".join(lines)
 
 
+def acceptance_lines(test) -> list[str]:
+    """The issue's acceptance at 50 and 40 dB, from the test records (paired to TV on the same cases)."""
+    lines = ["## 4b. Acceptance at 50 and 40 dB (Diff-INR against TV, paired)", ""]
+    rows = []
+    for snr in (50.0, 40.0):
+        tv = {(r["family"], r["index"]): r for r in test if r["method"] == "TV" and r["snr"] == snr}
+        pairs = [(r, tv[(r["family"], r["index"])]) for r in test
+                 if r["method"] == "Diff-INR" and r["snr"] == snr and (r["family"], r["index"]) in tv]
+        if not pairs:
+            continue
+        m_cc, h_cc = P.mean_ci([a["CC"] - b["CC"] for a, b in pairs])
+        m_ss, h_ss = P.mean_ci([a["SSIM"] - b["SSIM"] for a, b in pairs])
+        div = sum(a["diverged"] for a, _ in pairs)
+        rows.append([f"{snr:g}", len(pairs), f"{m_cc:+.3f} ± {h_cc:.3f}",
+                     "met" if m_cc >= 0.03 and m_cc - h_cc > 0 else "missed",
+                     f"{m_ss:+.3f} ± {h_ss:.3f}", "met" if m_ss >= 0 else "missed", div])
+    lines += [markdown_table(["SNR", "pairs", "ΔCC", "ΔCC ≥ 0.03, CI excludes 0", "ΔSSIM", "ΔSSIM ≥ 0",
+                              "Diff-INR diverged"], rows), ""]
+    return lines
+
+
+def figure(problem, cache, names, path, *, iterations: int, snr: float = 50.0, index: int = 0):
+    """One validation case per family, every method at its chosen weight: ``path`` (PNG).
+
+    Validation cases only (the test split is for the numbers): a picture of what the scores measure.
+    """
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chosen = chosen_weights(cache, names)
+    cases = [P.make_cases(problem, "val", fam, index + 1)[index] for fam in P.FAMILIES]
+    cols = ["truth"] + [n for n in names if n in chosen]
+    fig, axes = plt.subplots(len(cases), len(cols), figsize=(2.2 * len(cols), 2.3 * len(cases)), squeeze=False)
+    for i, case in enumerate(cases):
+        v = P.noisy(case, snr, "val")
+        lo, hi = float(np.min(case.truth[problem.mask])), float(np.max(case.truth[problem.mask]))
+        for j, name in enumerate(cols):
+            if name == "truth":
+                img, title = case.truth, f"{case.family} (truth)"
+            else:
+                img, _, _ = run_method(name, chosen[name], problem, v, iterations=iterations,
+                                       key=jax.random.PRNGKey(case.index))
+                sc = P.score(img, case.truth, problem.mask)
+                title = f"{name}\nSSIM {sc['SSIM']:.2f} CC {sc['CC']:.2f}"
+            ax = axes[i, j]
+            ax.imshow(np.where(problem.mask, img, np.nan), origin="lower", vmin=lo, vmax=hi, cmap="viridis")
+            ax.set_title(title, fontsize=8)
+            ax.set_axis_off()
+    fig.suptitle(f"Validation case {index} of each family, {snr:g} dB, every method at its chosen weight "
+                 "(common colour scale per row: the truth's range)", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("stage", choices=["sweep", "test", "report", "all"])
+    ap.add_argument("stage", choices=["sweep", "test", "report", "figure", "all"])
     ap.add_argument("--methods", default=",".join(METHODS), help="comma-separated subset of " + ", ".join(METHODS))
     ap.add_argument("--n-val", type=int, default=5, help="validation cases per family")
     ap.add_argument("--n-test", type=int, default=30, help="test cases per family")
     ap.add_argument("--iterations", type=int, default=600, help="INR / Diff-INR iterations")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
+    ap.add_argument("--snrs", default=",".join(f"{s:g}" for s in TEST_SNRS),
+                    help="test-stage SNRs in dB, run in this order (a subset runs first; the report needs all)")
     ap.add_argument("--quick", action="store_true", help="2 cases per family, 100 iterations, own cache")
     ap.add_argument("--out", type=Path, default=RESULTS / "diff_inr.md")
     ap.add_argument("--records", type=Path, default=RESULTS / "diff_inr_records.jsonl",
@@ -295,8 +367,16 @@ def main(argv=None) -> int:
             log(f"[test] no sweep results for {missing}: run the sweep stage first")
             return 2
         test = [c for fam in P.FAMILIES for c in P.make_cases(problem, "test", fam, args.n_test)]
-        finished = evaluate("test", [("background", None)] + [(n, chosen[n]) for n in names], test, TEST_SNRS,
+        snrs = [float(s) for s in args.snrs.split(",")]
+        if not set(snrs) <= set(TEST_SNRS):
+            log(f"[test] --snrs must be a subset of {TEST_SNRS}, got {snrs}")
+            return 2
+        finished = evaluate("test", [("background", None)] + [(n, chosen[n]) for n in names], test, snrs,
                             "test", problem, cache, iterations=args.iterations, deadline=deadline, log=log)
+    if args.stage == "figure":
+        out = args.out.with_name("diff_inr_validation_cases.png")
+        print(figure(problem, cache, names, out, iterations=args.iterations))
+        return 0
     if args.stage in ("report", "all"):
         text = report(cache, names, args, problem)
         out = args.out if not args.quick else args.out.with_name("diff_inr_quick.md")

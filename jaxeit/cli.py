@@ -153,6 +153,8 @@ def method_descriptions(kind: str) -> dict[str, str]:
 
         return {name: (METHODS[name].description if name in METHODS else str(KTC_METHODS[name]).split(";")[0])
                 for name in sorted(KTC_METHODS)}
+    from . import dgm  # noqa: F401  (registers the learned methods cnf, cvae, csd)
+
     return {name: METHODS[name].description for name in sorted(METHODS)}
 
 
@@ -160,7 +162,8 @@ def methods_for(kind: str) -> list[str]:
     """The reconstruction methods ``jaxeit reconstruct`` accepts for a file of ``kind``."""
     if kind == "ktc":
         from .realdata.ktc import METHODS
-    else:  # .npz and KIT4 files: every method of the registry
+    else:  # .npz and KIT4 files: every method of the registry, the learned ones included
+        from . import dgm  # noqa: F401  (registers cnf, cvae, csd)
         from .recon import METHODS
     return sorted(METHODS)
 
@@ -181,7 +184,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
                      width: float = 0.2, h: float | None = None, contact_impedance: float = 0.01,
                      electrode_model: str = "cem", iterations: int | None = None, reference: Path | None = None,
                      level: int = 1, patterns: str = "all", overwrite: bool = False,
-                     quiet: bool | None = None) -> Path:
+                     quiet: bool | None = None, weights: str | None = None) -> Path:
     """Reconstruct one measurement file and write ``<out>/<name>.npz`` and a PNG figure.
 
     ``<name>`` is :func:`output_stem`: ``<stem>_<method>``, and ``<stem>_L<level>_<method>`` for
@@ -234,7 +237,7 @@ def reconstruct_file(path: Path, *, method: str, out: Path, radius: float = 1.0,
     if kind == "npz":
         _reconstruct_npz(path, target, method=method, radius=radius, n_electrodes=n_electrodes, width=width,
                          h=_NPZ_H if h is None else h, contact_impedance=contact_impedance,
-                         electrode_model=electrode_model, options=opts, progress=progress)
+                         electrode_model=electrode_model, options=opts, progress=progress, weights=weights)
     elif kind == "kit4":
         _reconstruct_kit4(path, target, method=method, h=_KIT4_H if h is None else h, options=opts,
                           reference=reference, patterns=patterns, progress=progress)
@@ -254,7 +257,7 @@ def _has_option(method: str, option: str) -> bool:
 
 
 def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, contact_impedance, electrode_model,
-                     options, progress):
+                     options, progress, weights=None):
     import numpy as np
 
     from . import ForwardModel, grid, mesh, plot, protocol
@@ -274,12 +277,24 @@ def _reconstruct_npz(path, target, *, method, radius, n_electrodes, width, h, co
             raise ValueError(f"{path}: '{name}' has {int(bad.sum())} NaN/inf values (first at index "
                              f"{int(np.flatnonzero(bad.ravel())[0])}); remove those measurements")
     _check_signal(path, arrays)
-    progress.stage(f"meshing (disk of radius {radius:g}, h = {h:g})")
-    m = mesh.disk(radius=radius, n_electrodes=n_electrodes, electrode_width=width, h=h)
-    fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
-                      electrode_model=electrode_model)
-    opts = dict(options)
+    from .dgm import LearnedMethod, default_pretrained, load_pretrained
     from .recon import METHODS
+
+    opts = dict(options)
+    if issubclass(METHODS[method], LearnedMethod):
+        # a learned model knows only its training geometry: the data must be of it (checked in reconstruct)
+        pm = default_pretrained(METHODS[method].kind) if weights is None else load_pretrained(weights)
+        opts["weights"] = pm.name
+        progress.stage(f"the geometry of the shipped model {pm.name} (the mesh options do not apply)")
+        fm = pm.forward_model()
+        m, radius = fm.mesh, 1.0
+    else:
+        if weights is not None:
+            raise ValueError(f"--weights names a learned model; method {method!r} has none")
+        progress.stage(f"meshing (disk of radius {radius:g}, h = {h:g})")
+        m = mesh.disk(radius=radius, n_electrodes=n_electrodes, electrode_width=width, h=h)
+        fm = ForwardModel(m, protocol.adjacent(n_electrodes), contact_impedance=contact_impedance,
+                          electrode_model=electrode_model)
 
     if "reference" in arrays and METHODS[method].uses_reference != "never":
         opts["reference"] = arrays["reference"]
@@ -525,6 +540,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--width", type=float, default=0.2, help="electrode width, same units (default 0.2)")
     g.add_argument("--z", type=float, default=0.01, help="contact impedance (default 0.01)")
     g.add_argument("--electrode-model", choices=["cem", "point"], default="cem")
+    g.add_argument("--weights", default=None,
+                   help="learned methods (cnf, cvae, csd): the shipped model to use (default: the one of its kind "
+                        "marked default); the data must be of its training geometry, which replaces the tank options")
     sub.add_parser("train-prior", help="train the diffusion prior of Diff-INR; see `jaxeit train-prior --help`",
                    add_help=False)
     b = sub.add_parser("benchmark", help="run a benchmark script (source checkout)", formatter_class=raw,
@@ -581,7 +599,7 @@ def main(argv=None) -> int:
                              n_electrodes=args.electrodes, width=args.width, h=args.h, contact_impedance=args.z,
                              electrode_model=args.electrode_model, iterations=args.iterations,
                              reference=args.reference, level=args.level, patterns=args.patterns,
-                             overwrite=args.overwrite, quiet=args.quiet or None)
+                             overwrite=args.overwrite, quiet=args.quiet or None, weights=args.weights)
     except (ValueError, OSError) as err:
         print(error_line(err), file=sys.stderr)
         return 2

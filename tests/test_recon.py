@@ -5,7 +5,9 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
+import jaxeit.dgm  # noqa: F401  (the learned methods register on import: the same registry in every run)
 from jaxeit import ForwardModel, mesh, noise, phantoms, protocol
+from jaxeit.dgm import LearnedMethod
 from jaxeit.recon import METHODS, STATUSES, GaussNewton, Result, fit_homogeneous, reconstruct
 from jaxeit.recon.driver import iterate
 from jaxeit.recon.operators import difference_operator, element_adjacency
@@ -115,7 +117,12 @@ def tiny_problem(tiny_disk):
     return fm, np.asarray(fm.voltages(jnp.asarray(sigma))), np.asarray(fm.voltages(jnp.ones(tiny_disk.n_elements)))
 
 
-@pytest.mark.parametrize("name", sorted(METHODS))
+#: the methods that run on any geometry; the learned ones know only their training geometry and are run on
+#: it in test_dgm_pretrained.py (here they must refuse the tiny disk: test_learned_methods_refuse_...)
+GENERAL = sorted(n for n, c in METHODS.items() if not issubclass(c, LearnedMethod))
+
+
+@pytest.mark.parametrize("name", GENERAL)
 def test_every_registered_method_runs_in_both_forms(tiny_problem, name):
     fm, v, v_ref = tiny_problem
     cls = METHODS[name]
@@ -131,6 +138,15 @@ def test_every_registered_method_runs_in_both_forms(tiny_problem, name):
         reconstruct(fm, v, name, no_such_option=1, **ref)
     with pytest.raises(ValueError, match="its options are"):
         cls.from_options(iterations=3)
+
+
+@pytest.mark.parametrize("name", sorted(set(METHODS) - set(GENERAL)))
+def test_learned_methods_refuse_a_geometry_they_were_not_trained_on(tiny_problem, name):
+    fm, v, _ = tiny_problem
+    with pytest.raises(ValueError, match="trained on this geometry|no score model is shipped"):
+        reconstruct(fm, v, name)
+    with pytest.raises(ValueError, match="its options are"):
+        reconstruct(fm, v, name, no_such_option=1)
 
 
 def test_object_and_string_forms_agree_and_options_override(problem):

@@ -12,10 +12,10 @@ layout and loading), :mod:`jaxeit.recon.linear` (the batched Gauss–Newton) and
 
 from .config import PAPER_SPLITS, SimulationConfig
 from ..recon.linear import LinearGN
-from .simulate import PAPER_VALUES, Simulator, default_name, make_mesh, sample_keys, simulate
+from .simulate import PAPER_VALUES, Operators, Simulator, default_name, make_mesh, sample_keys, simulate
 from .store import FIELDS, load_geometry, load_split, read_metadata, verify_shard
 
-__all__ = ["SimulationConfig", "PAPER_SPLITS", "PAPER_VALUES", "LinearGN", "Simulator", "simulate",
+__all__ = ["SimulationConfig", "PAPER_SPLITS", "PAPER_VALUES", "LinearGN", "Operators", "Simulator", "simulate",
            "default_name", "make_mesh", "sample_keys", "load_split", "load_geometry", "read_metadata",
            "verify_shard", "FIELDS", "main"]
 

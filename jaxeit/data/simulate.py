@@ -54,7 +54,7 @@ from . import store
 from .config import SimulationConfig
 from ..recon.linear import LinearGN, apply_step
 
-__all__ = ["PAPER_VALUES", "Simulator", "make_mesh", "simulate", "default_name", "sample_keys"]
+__all__ = ["PAPER_VALUES", "Operators", "Simulator", "make_mesh", "simulate", "default_name", "sample_keys"]
 
 #: Conductivity sets of the paper (§4.1): circle k of a phantom gets value k ("fixed").
 PAPER_VALUES = {2: (0.5, 1.5), 4: (0.01, 0.1, 0.5, 1.5)}
@@ -251,24 +251,52 @@ _GN_PRIOR_NAMES = {"lm": "noser"}
 @functools.lru_cache(maxsize=4)
 def _static_parts(config: SimulationConfig):
     mesh, info = make_mesh(config)
-    prot = adjacent(config.n_electrodes)
-    model = ForwardModel(mesh, prot, electrode_model=config.electrode_model,
-                         contact_impedance=config.contact_impedance)
-    gn = LinearGN.build(model, background=config.background, param=config.gn_param,
-                        prior=_GN_PRIOR_NAMES.get(config.gn_prior, config.gn_prior),
-                        alpha=config.gn_alpha, p=config.gn_p)
-    grid = Grid.square(1.0, config.image_size)
-    mask = domain_mask(grid, mesh)
-    mask.setflags(write=False)
-    fill = float(config.exterior_value)
-    if config.gn_render == "nodes":
-        to_nodes = elements_to_nodes(mesh)
-        to_grid = mesh_to_grid_nodes(mesh, grid, fill=fill)
-        render = jax.jit(lambda s, a=to_nodes, b=to_grid: b(a(s)))
-    else:
-        op = mesh_to_grid_elements(mesh, grid, fill=fill)
-        render = jax.jit(lambda s, a=op: a(s))
-    return mesh, info, model, gn, grid, mask, render, _make_chunk_fn(config, mesh, grid)
+    ops = Operators.build(config, mesh)
+    return mesh, info, ops.model, ops.gn, ops.grid, ops.mask, ops.render_fn, _make_chunk_fn(config, mesh, ops.grid)
+
+
+@dataclasses.dataclass(frozen=True)
+class Operators:
+    """The physics of a configuration on a given mesh: what turns voltages into a data set's GN image.
+
+    Attributes:
+        model: the :class:`~jaxeit.ForwardModel` (adjacent protocol, the configured electrode model).
+        gn: the :class:`~jaxeit.recon.linear.LinearGN` operator of the GN images.
+        grid: the image :class:`~jaxeit.grid.Grid` over [-1, 1]².
+        mask: (H, W) bool, pixel centre inside the mesh (read-only).
+        render_fn: jitted (..., E) element values → (..., H, W) image (``gn_render``).
+    """
+
+    model: ForwardModel
+    gn: LinearGN
+    grid: Grid
+    mask: np.ndarray
+    render_fn: object
+
+    @classmethod
+    def build(cls, config: SimulationConfig, mesh: Mesh) -> "Operators":
+        """The operators of ``config`` on ``mesh`` (one Jacobian at the background)."""
+        model = ForwardModel(mesh, adjacent(config.n_electrodes), electrode_model=config.electrode_model,
+                             contact_impedance=config.contact_impedance)
+        gn = LinearGN.build(model, background=config.background, param=config.gn_param,
+                            prior=_GN_PRIOR_NAMES.get(config.gn_prior, config.gn_prior),
+                            alpha=config.gn_alpha, p=config.gn_p)
+        grid = Grid.square(1.0, config.image_size)
+        mask = domain_mask(grid, mesh)
+        mask.setflags(write=False)
+        fill = float(config.exterior_value)
+        if config.gn_render == "nodes":
+            to_nodes = elements_to_nodes(mesh)
+            to_grid = mesh_to_grid_nodes(mesh, grid, fill=fill)
+            render = jax.jit(lambda s, a=to_nodes, b=to_grid: b(a(s)))
+        else:
+            op = mesh_to_grid_elements(mesh, grid, fill=fill)
+            render = jax.jit(lambda s, a=op: a(s))
+        return cls(model, gn, grid, mask, render)
+
+    def gn_image(self, v) -> np.ndarray:
+        """(..., M) voltages → (..., H, W) float32 linearised GN images, exactly as in the data sets."""
+        return np.asarray(self.render_fn(self.gn(v)), np.float32)
 
 
 def _make_chunk_fn(config: SimulationConfig, mesh: Mesh, grid: Grid):

@@ -16,6 +16,12 @@
   DPS posterior sampling through any differentiable forward map
   (:func:`dps_sample`, Chung et al. 2023), from noise or, like CSD*, from a
   start image diffused to t₀ (CSD* with the likelihood step).
+* :mod:`jaxeit.dgm.pretrained` — shipped models with the geometry they were
+  trained on: :func:`load_pretrained`, :func:`available_models`,
+  :func:`save_pretrained`, :func:`find_pretrained`.
+* :mod:`jaxeit.dgm.methods` — ``"cnf"``, ``"cvae"`` and ``"csd"`` as methods of
+  :func:`jaxeit.recon.reconstruct` (registered on import), using the shipped
+  model that matches the forward model's geometry.
 * :mod:`jaxeit.dgm.training` — the shared resumable training loop (optax,
   ``nnx.split`` + ``jax.jit`` + ``nnx.merge``, atomic checkpoints).
 
@@ -28,7 +34,12 @@ from .sampling import csd_star, dps_sample, ode_sample, pc_sample, sde_sample, t
 from .score import ScoreConfig, ScoreModel, dsm_loss, train_score
 from .sde import VESDE, VPSDE, get_sde
 from .training import FitConfig, fit
+from .pretrained import (PretrainedDGM, available_models, default_pretrained, find_pretrained, load_pretrained,
+                         save_pretrained)
+from .methods import CNFMethod, CSDMethod, CVAEMethod, LearnedMethod
 
 __all__ = ["CVAE", "CVAEConfig", "VAE", "LatentMLP", "train_cvae", "CNF", "CNFConfig", "ConditionalFlow",
            "train_cnf", "FitConfig", "fit", "VPSDE", "VESDE", "get_sde", "ScoreConfig", "ScoreModel", "dsm_loss",
-           "train_score", "pc_sample", "sde_sample", "ode_sample", "csd_star", "dps_sample", "tweedie_x0"]
+           "train_score", "pc_sample", "sde_sample", "ode_sample", "csd_star", "dps_sample", "tweedie_x0",
+           "PretrainedDGM", "available_models", "default_pretrained", "find_pretrained", "load_pretrained",
+           "save_pretrained", "LearnedMethod", "CNFMethod", "CVAEMethod", "CSDMethod"]

@@ -57,7 +57,7 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, host_normal, host_rng, host_zeros, load_arrays, read_meta,
+from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_rng, host_zeros, load_arrays, read_meta,
                        save_arrays, split_model)
 
 __all__ = ["CNFConfig", "ConditionalFlow", "CNF", "haar_squeeze", "haar_unsqueeze", "nll_loss", "train_cnf"]
@@ -448,12 +448,15 @@ class CNF:
         config: the :class:`CNFConfig`.
         params: trainable ``nnx.State``; rest: the fixed orthogonal convolutions.
         history: training history.
+        summary: how the last training run ended (``stop_reason``, ``wall_time`` s,
+            ``steps``, ``best_val_loss``, ``best_step``); empty for a loaded model.
     """
 
     config: CNFConfig
     params: object
     rest: object
     history: list = dataclasses.field(default_factory=list)
+    summary: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def init(cls, config: CNFConfig) -> "CNF":
@@ -525,11 +528,13 @@ def _train_loss(graphdef, dequant_std: float):
 
 
 def train_cnf(config: CNFConfig, train: dict, *, workdir=None, data_tag: str = "", resume: bool = True,
-              progress: bool = True, log=print, until_step: int | None = None) -> CNF:
+              progress: bool = True, log=print, until_step: int | None = None, val: dict | None = None) -> CNF:
     """Train by maximum likelihood on ``train = {"image": (n, H, W), "gn_image": (n, H, W)}``.
 
     With ``workdir`` the run checkpoints to ``cnf.ckpt.npz`` and resumes; the
-    result is also saved as ``<workdir>/cnf.npz``.
+    result is also saved as ``<workdir>/cnf.npz``. With ``val`` (the same keys)
+    and ``config.fit.patience``, training stops early on the validation NLL and
+    keeps the best parameters.
     """
     log = log or (lambda *a, **k: None)
     n = config.image_size
@@ -540,11 +545,14 @@ def train_cnf(config: CNFConfig, train: dict, *, workdir=None, data_tag: str = "
     graphdef, params, rest = _init(config)
     log(f"[cnf] {count_params(params):,} parameters; {len(images)} training samples")
 
-    params, hist = fit(_train_loss(graphdef, config.dequant_std), params,
-                       data={"image": images, "gn_image": gns}, config=config.fit, rest=rest, workdir=workdir,
-                       name="cnf", run_config={"model": config.to_dict(), "data": data_tag}, resume=resume,
-                       progress=progress, log=log, until_step=until_step)
-    model = CNF(config, params, rest, hist)
+    val_data = None if val is None else {"image": np.asarray(val["image"], np.float32),
+                                         "gn_image": np.asarray(val["gn_image"], np.float32)}
+    res = fit(_train_loss(graphdef, config.dequant_std), params,
+              data={"image": images, "gn_image": gns}, config=config.fit, rest=rest, workdir=workdir,
+              name="cnf", run_config={"model": config.to_dict(), "data": data_tag}, resume=resume,
+              progress=progress, log=log, until_step=until_step,
+              val_data=val_data if config.fit.patience is not None else None)
+    model = CNF(config, res.params, rest, res.history, fit_summary(res))
     if workdir is not None:
         model.save(Path(workdir) / "cnf.npz")
     return model

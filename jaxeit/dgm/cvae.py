@@ -44,7 +44,7 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, host_normal, host_ones, host_zeros, load_arrays, read_meta,
+from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_ones, host_zeros, load_arrays, read_meta,
                        save_arrays, split_model)
 
 __all__ = ["CVAEConfig", "VAE", "LatentMLP", "CVAE", "vae_loss", "latent_loss", "train_cvae"]
@@ -216,6 +216,8 @@ class CVAE:
         vae_params, mlp_params: ``nnx.State`` of the trained networks.
         v_mean, v_std: (M,) float32 voltage standardisation (training set).
         history: training history of both stages.
+        summary: how each stage's last training run ended (``{"vae": ..., "mlp": ...}``, see
+            :func:`~jaxeit.dgm.training.fit_summary`); empty for a loaded model.
     """
 
     config: CVAEConfig
@@ -224,6 +226,7 @@ class CVAE:
     v_mean: np.ndarray
     v_std: np.ndarray
     history: dict = dataclasses.field(default_factory=dict)
+    summary: dict = dataclasses.field(default_factory=dict)
 
     @staticmethod
     def init(config: CVAEConfig):
@@ -314,7 +317,7 @@ def voltage_stats(v) -> tuple[np.ndarray, np.ndarray]:
 
 
 def train_cvae(config: CVAEConfig, train: dict, *, workdir=None, data_tag: str = "", resume: bool = True,
-               progress: bool = True, log=print, until_step: dict | None = None) -> CVAE:
+               progress: bool = True, log=print, until_step: dict | None = None, val: dict | None = None) -> CVAE:
     """Train both stages on ``train = {"image": (n, H, W), "voltages": (n, M)}``.
 
     Stage 1 fits the VAE on the images; stage 2 fits the MLP with the VAE
@@ -324,7 +327,9 @@ def train_cvae(config: CVAEConfig, train: dict, *, workdir=None, data_tag: str =
     stage-2 checkpoint also records a hash of the VAE it was trained against.
     ``until_step`` ({"vae": s, "mlp": s}) stops a stage after s steps in total
     (to split a run); when the VAE stops early, stage 2 is not started (the
-    returned model then has an untrained MLP).
+    returned model then has an untrained MLP). With ``val`` (the same keys) and a
+    stage's ``patience``, that stage stops early on its validation loss and keeps
+    its best parameters.
 
     Returns:
         The trained :class:`CVAE` (also saved as ``<workdir>/cvae.npz``).
@@ -341,9 +346,13 @@ def train_cvae(config: CVAEConfig, train: dict, *, workdir=None, data_tag: str =
     run = {"model": config.to_dict(), "data": data_tag}
     log(f"[cvae] VAE {count_params(vp):,} parameters, MLP {count_params(mp):,}; {len(images)} training samples")
 
-    vp, hist1 = fit(_stage1_loss(vgd, config.kl_weight), vp, data={"image": images}, config=config.vae,
-                    workdir=workdir, name="vae", run_config=run, resume=resume, progress=progress, log=log,
-                    until_step=until_step.get("vae"))
+    val_images = None if val is None else np.asarray(val["image"], np.float32)
+    res1 = fit(_stage1_loss(vgd, config.kl_weight), vp, data={"image": images}, config=config.vae,
+               workdir=workdir, name="vae", run_config=run, resume=resume, progress=progress, log=log,
+               until_step=until_step.get("vae"),
+               val_data={"image": val_images} if val is not None and config.vae.patience is not None else None)
+    vp, hist1 = res1.params, res1.history
+    summary = {"vae": fit_summary(res1)}
     v_mean, v_std = voltage_stats(volts)
     hist2 = []
     vae_steps = (len(images) // config.vae.batch_size) * config.vae.epochs
@@ -351,11 +360,17 @@ def train_cvae(config: CVAEConfig, train: dict, *, workdir=None, data_tag: str =
         # stage 2 needs the final encoder: its checkpoint is tied to the VAE's parameters
         run2 = dict(run, vae_sha256=_fingerprint(vp))
         v_stdized = ((volts - v_mean) / v_std).astype(np.float32)
-        mp, hist2 = fit(_stage2_loss(vgd, mgd, config.latent_target), mp,
-                        data={"image": images, "v": v_stdized}, config=config.mlp, extra=vp, workdir=workdir,
-                        name="mlp", run_config=run2, resume=resume, progress=progress, log=log,
-                        until_step=until_step.get("mlp"))
-    model = CVAE(config, vp, mp, v_mean, v_std, {"vae": hist1, "mlp": hist2})
+        val2 = None
+        if val is not None and config.mlp.patience is not None:
+            val2 = {"image": val_images,
+                    "v": ((np.asarray(val["voltages"], np.float64) - v_mean) / v_std).astype(np.float32)}
+        res2 = fit(_stage2_loss(vgd, mgd, config.latent_target), mp,
+                   data={"image": images, "v": v_stdized}, config=config.mlp, extra=vp, workdir=workdir,
+                   name="mlp", run_config=run2, resume=resume, progress=progress, log=log,
+                   until_step=until_step.get("mlp"), val_data=val2)
+        mp, hist2 = res2.params, res2.history
+        summary["mlp"] = fit_summary(res2)
+    model = CVAE(config, vp, mp, v_mean, v_std, {"vae": hist1, "mlp": hist2}, summary)
     if workdir is not None:
         model.save(Path(workdir) / "cvae.npz")
     return model

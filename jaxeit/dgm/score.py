@@ -44,7 +44,7 @@ from ..recon.result import Result
 from .sampling import csd_star, pc_sample
 from .sde import VESDE, VPSDE, _bcast, get_sde
 from .training import fit as fit_model
-from .training import FitConfig, count_params, load_arrays, read_meta, save_arrays
+from .training import FitConfig, count_params, fit_summary, load_arrays, read_meta, save_arrays
 
 __all__ = ["ScoreConfig", "ScoreModel", "dsm_loss", "network_time", "score_apply", "train_score"]
 
@@ -246,12 +246,15 @@ class ScoreModel:
         params: the trained U-Net ``nnx.State`` (float32).
         ema_params: the EMA of the weights (used for sampling by default).
         history: training history rows.
+        summary: how the last training run ended (see :func:`~jaxeit.dgm.training.fit_summary`);
+            empty for a loaded model.
     """
 
     config: ScoreConfig
     params: object
     ema_params: object
     history: list = dataclasses.field(default_factory=list)
+    summary: dict = dataclasses.field(default_factory=dict)
 
     @classmethod
     def init(cls, config: ScoreConfig, key) -> "ScoreModel":
@@ -420,7 +423,7 @@ def train_score(images, config: ScoreConfig, workdir=None, *, key, progress: boo
                        run_config=run, resume=resume, until_step=until_step, progress=progress, log=log,
                        devices=devices, key=train_key)
     state, history = result.state, result.history
-    model = ScoreModel(config, state.params, state.ema, history)
+    model = ScoreModel(config, state.params, state.ema, history, fit_summary(result))
     if workdir is not None:
         model.save(Path(workdir) / "score.npz")
     return model

@@ -42,7 +42,7 @@ from ..parallel import data_mesh, replicate
 from ..training import (Checkpointer, EarlyStopping, OptimizerConfig, TrainState, checkpoint_summary,
                         count_params, epoch_batches, load_arrays, read_meta, save_arrays)
 
-__all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit",
+__all__ = ["FitConfig", "TrainState", "make_optimizer", "split_model", "count_params", "fit", "fit_summary",
            "epoch_batches", "host_rng", "host_normal", "host_zeros", "host_ones",
            "checkpoint_summary", "save_arrays", "load_arrays", "read_meta", "FitResult"]
 
@@ -172,6 +172,15 @@ class FitResult:
 
     def __iter__(self):
         return iter((self.params, self.history))
+
+
+def fit_summary(result: FitResult) -> dict:
+    """How a :func:`fit` run ended, JSON-able: stop reason, wall time (s), steps, best validation loss and step."""
+    state = result.state
+    return {"stop_reason": str(getattr(result.stop_reason, "value", result.stop_reason)),
+            "wall_time": float(result.wall_time), "steps": None if state is None else int(state.step),
+            "best_val_loss": None if result.best_val_loss is None else float(result.best_val_loss),
+            "best_step": None if result.best_step is None else int(result.best_step)}
 
 
 @functools.lru_cache(maxsize=64)

@@ -23,11 +23,26 @@ from .inr.fit import INRTV, INRFit, render
 from .method import Method
 from .result import Result
 
-__all__ = ["METHODS", "reconstruct", "resolve", "describe", "check_signal"]
+__all__ = ["METHODS", "reconstruct", "resolve", "describe", "check_signal", "register_method"]
 
 #: name → options class of every reconstruction method
 METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
     OneStep, GaussNewton, LevenbergMarquardt, TV, BackProjection, TVLog, GNGaussian, INRFit, INRTV, DiffINR, GREIT)}
+
+
+#: methods that a higher layer registers when it is imported (name → module), for the error message
+_REGISTERED_ON_IMPORT = {"cnf": "jaxeit.dgm", "cvae": "jaxeit.dgm", "csd": "jaxeit.dgm"}
+
+
+def register_method(cls: type[Method]) -> type[Method]:
+    """Add a method class to :data:`METHODS` under ``cls.name`` (how :mod:`jaxeit.dgm` adds its learned
+    methods, which sit above this package); a ValueError if another class has that name."""
+    if not (isinstance(cls, type) and issubclass(cls, Method)) or not cls.name:
+        raise ValueError(f"a method must be a Method subclass with a name, got {cls!r}")
+    if METHODS.get(cls.name, cls) is not cls:
+        raise ValueError(f"method name {cls.name!r} is taken by {METHODS[cls.name].__qualname__}")
+    METHODS[cls.name] = cls
+    return cls
 
 
 def describe() -> dict[str, str]:
@@ -42,7 +57,9 @@ def resolve(method: str | Method, **options) -> Method:
         return method.replace(**options) if options else method
     if isinstance(method, str):
         if method not in METHODS:
-            raise ValueError(f"unknown method {method!r}; choose one of: {', '.join(METHODS)}")
+            hint = (f" ({method!r} is registered by `import {_REGISTERED_ON_IMPORT[method]}`)"
+                    if method in _REGISTERED_ON_IMPORT else "")
+            raise ValueError(f"unknown method {method!r}{hint}; choose one of: {', '.join(METHODS)}")
         return METHODS[method].from_options(**options)
     raise ValueError(f"method must be a name of jaxeit.recon.METHODS or a method object such as "
                      f"GaussNewton(), got {type(method).__name__}")
