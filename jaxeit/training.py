@@ -351,6 +351,19 @@ class Checkpoint(NamedTuple):
     stop_reason: str     # why the run that wrote it stopped
 
 
+#: config keys, at any depth, that bound one call rather than define the state: a run resumes with another value
+BUDGET_KEYS = frozenset({"max_seconds"})
+
+
+def _without_budgets(obj):
+    """``obj`` without :data:`BUDGET_KEYS` at any depth (a chained run may continue with a longer budget)."""
+    if isinstance(obj, dict):
+        return {k: _without_budgets(v) for k, v in obj.items() if k not in BUDGET_KEYS}
+    if isinstance(obj, list):
+        return [_without_budgets(v) for v in obj]
+    return obj
+
+
 class Checkpointer:
     """Atomic, resumable checkpoints of one run in one ``.npz`` file (format in the module docstring).
 
@@ -360,7 +373,9 @@ class Checkpointer:
             (model, data, optimiser). A checkpoint is resumed only when its
             config hash matches; :meth:`load` names the fields that differ.
         mutable: top-level ``config`` keys that may differ on resume (e.g. a
-            logging interval that does not change the state).
+            logging interval that does not change the state). Wall-clock budgets
+            (:data:`BUDGET_KEYS`, at any depth) may always differ: a run stopped by its
+            budget continues with a longer one.
     """
 
     def __init__(self, path, config: dict, *, mutable: tuple[str, ...] = ()):
@@ -447,7 +462,7 @@ class Checkpointer:
                              f"(format {meta.get('format')!r}); use another folder or delete it")
         saved = meta.get("config", {})
         ignore = set(self.mutable) | set(allow_changes)
-        strip = lambda c: {k: v for k, v in c.items() if k not in ignore}  # noqa: E731
+        strip = lambda c: _without_budgets({k: v for k, v in c.items() if k not in ignore})  # noqa: E731
         if config_hash(strip(saved)) != config_hash(strip(self.config)):
             diff = _config_differences(strip(saved), strip(self.config))
             raise ValueError(f"checkpoint {self.path} was written with another config ({'; '.join(diff)}); "

@@ -125,6 +125,20 @@ def test_config_mismatch_names_the_field(full, tmp_path):
             training.init_state({"w1": jnp.zeros((3, 4))}, OPT))
 
 
+def test_a_run_resumes_with_a_longer_wall_clock_budget(tmp_path):
+    """A budget bounds one call (chained GPU runs): a resume may change it at any depth, nothing else."""
+    path = tmp_path / "ck.npz"
+    state = training.init_state(_params(), OPT)
+    config = {"model": "tiny", "fit": {"lr": 0.1, "max_seconds": 60.0, "nested": [{"max_seconds": 1.0}]}}
+    Checkpointer(path, config).save(state, wall_time=60.0)
+    longer = {"model": "tiny", "fit": {"lr": 0.1, "max_seconds": 120.0, "nested": [{"max_seconds": 9.0}]}}
+    loaded = Checkpointer(path, longer).load(state)
+    assert loaded is not None and loaded.wall_time == 60.0
+    with pytest.raises(ValueError, match=r"another config \(fit\.lr: 0\.1 -> 0\.2\)"):
+        Checkpointer(path, {"model": "tiny", "fit": {"lr": 0.2, "max_seconds": 60.0,
+                                                     "nested": [{"max_seconds": 1.0}]}}).load(state)
+
+
 def test_corrupt_checkpoint_is_an_error_and_the_previous_one_stays(tmp_path):
     path = tmp_path / "ck.npz"
     _run(path, end=4, checkpoint_every=2)          # saves at 2, then at 4 (the end): prev = step 2
