@@ -47,9 +47,8 @@ from jaxeit.dgm import (CNFConfig, CVAEConfig, FitConfig, ScoreConfig, load_pret
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 
 from _common import machine_header, markdown_table  # noqa: E402
+from dgm import SETTINGS  # noqa: E402  (setting → (circles, SNR dB), the paper's Tests 1–2)
 
-#: setting → (circles, SNR dB), the paper's Tests 1–2
-SETTINGS = {"c2_40db": (2, 40.0), "c4_40db": (4, 40.0), "c2_25db": (2, 25.0), "c4_25db": (4, 25.0)}
 #: epochs of the paper's code per kind (CVAE: both stages), for the card's "fraction of the paper"
 PAPER_EPOCHS = {"cnf": 320, "cvae": 350 + 800, "score": 1482}
 
@@ -127,7 +126,8 @@ def train(args, config, train_data, val_data, workdir: Path):
 
 
 def scores(images, truth, mask, background, std=None) -> dict:
-    """Mean validation scores: the paper's metrics, r, and the ±2 std coverage."""
+    """Mean validation scores: the paper's metrics, r, and the ±2 std coverage, all on the whole image with
+    0 outside the disk (the paper's convention; r correlates σ − σ_bg there)."""
     out = {k: float(np.mean(v)) for k, v in metrics.paper_metrics(images, truth, mask).items()}
     x = np.where(mask, images - background, 0.0).reshape(len(images), -1)
     t = np.where(mask, truth - background, 0.0).reshape(len(truth), -1)
@@ -198,7 +198,7 @@ def card_markdown(name, pm, card, rows) -> str:
              "",
              f"## Validation scores (first {card['n_eval']} validation samples; never the test split)", "",
              "Paper convention: whole image, 0 outside the disk, scikit-image's 7×7 SSIM window; r = Pearson "
-             "correlation of σ − 1 inside the disk.", ""]
+             "correlation of σ − 1 over the same whole image (σ − 1 set to 0 outside the disk).", ""]
     keys = ["MSE", "PSNR", "SSIM", "RE", "DR", "r", "coverage ±2 std"]
     lines.append(markdown_table(["method"] + keys, [[m] + [f"{r[k]:.4g}" if k in r else "–" for k in keys]
                                                    for m, r in rows.items()]))

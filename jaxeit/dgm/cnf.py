@@ -57,8 +57,8 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_rng, host_zeros, load_arrays, read_meta,
-                       save_arrays, split_model)
+from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_rng, host_zeros, load_arrays,
+                       read_meta, save_arrays, split_model)
 
 __all__ = ["CNFConfig", "ConditionalFlow", "CNF", "haar_squeeze", "haar_unsqueeze", "nll_loss", "train_cnf"]
 

@@ -44,8 +44,8 @@ import numpy as np
 from flax import nnx
 
 from ..recon.result import Result
-from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_ones, host_zeros, load_arrays, read_meta,
-                       save_arrays, split_model)
+from .training import (FitConfig, count_params, fit, fit_summary, host_normal, host_ones, host_zeros, load_arrays,
+                       read_meta, save_arrays, split_model)
 
 __all__ = ["CVAEConfig", "VAE", "LatentMLP", "CVAE", "vae_loss", "latent_loss", "train_cvae"]
 
