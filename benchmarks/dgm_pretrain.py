@@ -6,17 +6,18 @@ One model per call: ``--kind`` cnf | cvae | score on one of the paper's settings
 1. the data set (``jaxeit.data.simulate``; the paper's 21,600 / 2,160 split by
    default, generated once under ``--workdir`` and reused);
 2. training with the package's trainer, checkpointed under ``--workdir`` and
-   resumed by the next call with the same arguments; ``--minutes`` is a
-   wall-clock budget for this call (runs chain: a GPU session of 8 minutes, then
-   another), early stopping on the validation loss (``--patience`` evaluations);
+   resumed by the next call with the same arguments; ``--minutes`` is the
+   training's wall-clock budget in total, earlier runs included (runs chain: 8
+   minutes on a GPU, then ``--minutes 16`` for 8 more), early stopping on the
+   validation loss (``--patience`` evaluations);
 3. validation scores on the first ``--n-eval`` validation samples: the paper's
    metrics (whole image, 0 outside the disk, scikit-image SSIM window), the
    contrast correlation r, the GN input's scores beside them, and for the
    samplers the coverage of ±2 posterior std; for ``score`` CSD*'s ``t0`` is
    chosen here, on validation data, from ``--t0-grid``;
-4. with ``--ship``: :func:`jaxeit.dgm.save_pretrained` to ``--out`` (default
-   ``jaxeit/dgm/weights``) as ``<kind>_<setting>`` and the model card
-   ``<kind>_<setting>.md`` beside it.
+4. :func:`jaxeit.dgm.save_pretrained` as ``<kind>_<setting>`` with the model card
+   ``<kind>_<setting>.md`` beside it: with ``--ship`` to ``--out`` (default
+   ``jaxeit/dgm/weights``), otherwise to ``<workdir>/<setting>_<size>px/weights``.
 
     python benchmarks/dgm_pretrain.py --kind cnf --setting c4_40db --minutes 20 --ship
     python benchmarks/dgm_pretrain.py --kind cnf --setting c4_40db --size 64 --minutes 8 --workdir $OUT/w  # GPU
@@ -49,6 +50,9 @@ from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from _common import machine_header, markdown_table  # noqa: E402
 from dgm import SETTINGS  # noqa: E402  (setting → (circles, SNR dB), the paper's Tests 1–2)
 
+#: iterations at most of the LM input of CSD* (a relative decrease < 1e-4 stops earlier)
+LM_ITERATIONS = 10
+
 #: epochs of the paper's code per kind (CVAE: both stages), for the card's "fraction of the paper"
 PAPER_EPOCHS = {"cnf": 320, "cvae": 350 + 800, "score": 1482}
 
@@ -61,15 +65,24 @@ def parse_args(argv=None):
     ap.add_argument("--n-train", type=int, default=PAPER_SPLITS[0])
     ap.add_argument("--n-val", type=int, default=PAPER_SPLITS[1])
     ap.add_argument("--n-eval", type=int, default=200, help="validation samples scored for the card")
-    ap.add_argument("--minutes", type=float, default=20.0, help="training wall-clock budget of this call")
+    ap.add_argument("--minutes", type=float, default=20.0,
+                    help="training wall-clock budget in total: a resumed run counts the minutes already trained "
+                         "(CVAE: half per stage)")
     ap.add_argument("--epochs", type=int, default=None, help="epochs at most (default: the paper code's)")
     ap.add_argument("--batch-size", type=int, default=None)
     ap.add_argument("--patience", type=int, default=5, help="validation evaluations without improvement")
     ap.add_argument("--eval-every", type=int, default=None, help="steps between validation losses (default: 1 epoch)")
-    ap.add_argument("--t0-grid", default="0.2,0.3,0.45,0.55", help="CSD* start times tried on validation")
+    ap.add_argument("--t0-grid", default="0.2,0.3,0.45", help="CSD* start times tried on validation")
+    ap.add_argument("--csd-steps", type=int, default=50,
+                    help="CSD* reverse steps from t0 (the shipped csd method's default; the paper: N·t0 = 550)")
+    ap.add_argument("--csd-input", choices=("lm", "gn"), default="lm",
+                    help="CSD*'s input: the iterative LM image (the paper's GN) or the one-step GN image")
+    ap.add_argument("--lm-alphas", default="0.3,1,3", help="LM weights tried on validation (CSD*'s LM input)")
     ap.add_argument("--samples", type=int, default=20, help="posterior samples per image in the scores")
     ap.add_argument("--workdir", type=Path, default=Path("out/dgm_pretrain"))
-    ap.add_argument("--ship", action="store_true", help="save the model in the shipped format")
+    ap.add_argument("--ship", action="store_true",
+                    help="save the model and its card into jaxeit/dgm/weights (or --out); without it they go to "
+                         "<workdir>/<setting>_<size>px/weights")
     ap.add_argument("--out", type=Path, default=None, help="where to ship (default jaxeit/dgm/weights)")
     ap.add_argument("--default", action="store_true", help="mark it the default of its kind for its geometry")
     ap.add_argument("--quick", action="store_true", help="tiny data and 30 s of training (smoke run)")
@@ -77,7 +90,7 @@ def parse_args(argv=None):
     args = ap.parse_args(argv)
     if args.quick:
         args.n_train, args.n_val, args.n_eval, args.minutes, args.samples = 256, 64, 16, 0.5, 4
-        args.t0_grid = "0.3"
+        args.t0_grid, args.csd_steps, args.lm_alphas = "0.3", 10, "1"
     return args
 
 
@@ -167,9 +180,19 @@ def evaluate(args, pm, val):
     elif pm.kind == "cvae":
         rows["CVAE"] = scores(pm.masked(pm.model.reconstruct(val["voltages"]).image), truth, mask, bg)
     else:
+        gn = val["gn_image"]
+        if args.csd_input == "lm":   # the paper's input: the iterative LM image, its weight chosen here
+            lm = {a: pm.operators.lm_image(val["voltages"], alpha=a, max_iter=LM_ITERATIONS)
+                  for a in (float(x) for x in args.lm_alphas.split(","))}
+            for a, images in lm.items():
+                rows[f"GN (LM, alpha = {a:g})"] = scores(pm.masked(images), truth, mask, bg)
+            choices["lm_alpha"] = max(lm, key=lambda a: rows[f"GN (LM, alpha = {a:g})"]["SSIM"])
+            choices["lm_iterations"] = LM_ITERATIONS
+            gn = lm[choices["lm_alpha"]]
+        choices["csd_input"], choices["n_steps"] = args.csd_input, args.csd_steps
         best = None
         for t0 in [float(x) for x in args.t0_grid.split(",")]:
-            res = pm.model.reconstruct(val["gn_image"], key, t0=t0, n_samples=args.samples)
+            res = pm.model.reconstruct(gn, key, t0=t0, n_samples=args.samples, n_steps=args.csd_steps)
             rows[f"CSD* t0 = {t0:g}"] = scores(pm.masked(res.image), truth, mask, bg, pm.masked(res.extras["std"]))
             if best is None or rows[f"CSD* t0 = {t0:g}"]["SSIM"] > rows[f"CSD* t0 = {best:g}"]["SSIM"]:
                 best = t0
@@ -208,7 +231,10 @@ def card_markdown(name, pm, card, rows) -> str:
                       f"{t['device']} (median of 5, GN image and element averages included)."]
     if card.get("t0") is not None:
         lines += ["", f"CSD*'s start time t0 = {card['t0']:g}, chosen on these validation samples by SSIM "
-                      "(the `csd` method's default)."]
+                      f"(the `csd` method's default), {card.get('n_steps') or 'N·t0'} reverse steps; input: "
+                      + (f"the iterative LM image (weight {card['lm_alpha']:g} chosen on the same samples, "
+                         f"≤ {card['lm_iterations']} iterations)." if card.get("csd_input") == "lm" else
+                         "the one-step GN image.")]
     return "\n".join(lines) + "\n"
 
 
@@ -226,7 +252,10 @@ def main(argv=None) -> int:
     print(f"[{args.kind}] trained in {(time.perf_counter() - t_start) / 60:.1f} min (this call)", flush=True)
 
     name = f"{args.kind}_{args.setting}" + ("" if args.size == 32 else f"_{args.size}px")
-    out = args.out or (Path(jaxeit.__file__).resolve().parent / "dgm" / "weights")
+    # --ship: into the package (or --out); otherwise beside the checkpoints, so that a trial run
+    # never replaces a shipped model
+    out = args.out or (Path(jaxeit.__file__).resolve().parent / "dgm" / "weights" if args.ship else
+                       workdir / "weights")
     if args.quick:
         out = workdir / "quick_weights"
     mesh, _ = make_mesh(sim)

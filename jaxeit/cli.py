@@ -153,7 +153,7 @@ def method_descriptions(kind: str) -> dict[str, str]:
 
         return {name: (METHODS[name].description if name in METHODS else str(KTC_METHODS[name]).split(";")[0])
                 for name in sorted(KTC_METHODS)}
-    from . import dgm  # noqa: F401  (registers the learned methods cnf, cvae, csd)
+    from . import dgm  # noqa: F401  (registers the learned methods cnf, cvae, csd, dps)
 
     return {name: METHODS[name].description for name in sorted(METHODS)}
 
@@ -163,7 +163,7 @@ def methods_for(kind: str) -> list[str]:
     if kind == "ktc":
         from .realdata.ktc import METHODS
     else:  # .npz and KIT4 files: every method of the registry, the learned ones included
-        from . import dgm  # noqa: F401  (registers cnf, cvae, csd)
+        from . import dgm  # noqa: F401  (registers cnf, cvae, csd, dps)
         from .recon import METHODS
     return sorted(METHODS)
 
@@ -541,7 +541,7 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--z", type=float, default=0.01, help="contact impedance (default 0.01)")
     g.add_argument("--electrode-model", choices=["cem", "point"], default="cem")
     g.add_argument("--weights", default=None,
-                   help="learned methods (cnf, cvae, csd): the shipped model to use (default: the one of its kind "
+                   help="learned methods (cnf, cvae, csd, dps): the shipped model to use (default: the one of its kind "
                         "marked default); the data must be of its training geometry, which replaces the tank options")
     sub.add_parser("train-prior", help="train the diffusion prior of Diff-INR; see `jaxeit train-prior --help`",
                    add_help=False)

@@ -78,21 +78,24 @@ def test_available_models_lists_by_kind(folder):
 
 
 @pytest.mark.parametrize("method, options", [("cnf", dict(n_samples=3)), ("cvae", {}),
-                                             ("csd", dict(n_samples=2, n_steps=3))])
+                                             ("csd", dict(n_samples=2, n_steps=3)),
+                                             ("dps", dict(n_samples=2, n_steps=3, zeta=0.5))])
 def test_reconstruct_with_a_learned_method(folder, data, method, options):
     model, sample = data
     res = reconstruct(model, sample["voltages"][0], method, weights_dir=str(folder), **options)
     assert res.method == method and res.status == "done"
     assert res.image.shape == (16, 16) and np.all(np.isfinite(res.image))
     assert res.sigma.shape == (model.n_elements,) and np.all(np.isfinite(res.sigma))
-    assert res.extras["model"] == {"cnf": "cnf_tiny", "cvae": "cvae_tiny", "csd": "score_tiny"}[method]
+    assert res.extras["model"] == {"cnf": "cnf_tiny", "cvae": "cvae_tiny", "csd": "score_tiny",
+                                   "dps": "score_tiny"}[method]
     outside = ~load_pretrained(res.extras["model"], directory=folder).operators.mask
     assert np.all(res.image[outside] == 0.0)
     if method != "cvae":
         assert res.extras["std"].shape == (16, 16) and np.all(res.extras["std"] >= 0)
+    if method in ("cnf", "csd"):
         np.testing.assert_allclose(res.extras["gn_image"], sample["gn_image"][0], rtol=1e-5, atol=1e-6)
-    if method == "cnf":
-        assert res.extras["samples"].shape == (3, 16, 16)
+    if method in ("cnf", "dps"):
+        assert res.extras["samples"].shape == (options["n_samples"], 16, 16)
         again = reconstruct(model, sample["voltages"][0], method, weights_dir=str(folder), **options)
         np.testing.assert_array_equal(again.image, res.image)          # the default key is fixed
 
@@ -103,6 +106,42 @@ def test_the_csd_start_time_defaults_to_the_card(folder, data):
     assert res.options["t0"] is None       # resolved from the card (0.1) at run time
     with pytest.raises(ValueError, match="t0 must be in"):
         reconstruct(model, sample["voltages"][0], "csd", weights_dir=str(folder), t0=1.5)
+
+
+def test_the_csd_input_follows_the_card(folder, data, tmp_path):
+    """A card with ``csd_input: "lm"`` makes CSD* start from the iterative LM image (the paper's GN) at the
+    card's weight."""
+    model, sample = data
+    pm = load_pretrained("score_tiny", directory=folder)
+    card = {"t0": 0.1, "csd_input": "lm", "lm_alpha": 1.0, "lm_iterations": 3, "n_steps": 2}
+    save_pretrained(tmp_path, "score_lm", "score", pm.model, SIM, pm.mesh, card)
+    v = sample["voltages"][0]
+    res = reconstruct(model, v, "csd", weights_dir=str(tmp_path), n_samples=1)
+    lm = pm.operators.lm_image(v, alpha=1.0, max_iter=3)
+    np.testing.assert_allclose(res.extras["gn_image"], lm, rtol=1e-6)
+    assert not np.allclose(lm, pm.gn_image(v), atol=1e-3)
+    assert load_pretrained("score_lm", directory=tmp_path).csd_input(v).shape == (16, 16)
+
+
+def test_dps_likelihood_steps_pull_the_samples_towards_the_data(folder, data):
+    """DPS through the training geometry's FEM: with ζ > 0 the samples explain the voltages better than the
+    prior's samples alone (ζ = 0, same key); a negative ζ and a model of another kind are refused."""
+    model, sample = data
+    pm = load_pretrained("score_tiny", directory=folder)
+    v = sample["voltages"][0]
+
+    def misfit(zeta):
+        res = reconstruct(model, v, "dps", weights_dir=str(folder), n_samples=2, n_steps=30, zeta=zeta)
+        return np.linalg.norm(np.asarray(model.voltages(res.sigma)) - v)
+
+    # the tiny score model is untrained (score 0): the pull is weak but must point towards the data
+    assert misfit(100.0) < 0.97 * misfit(0.0)
+    with pytest.raises(ValueError, match="zeta must be a number >= 0"):
+        reconstruct(model, v, "dps", weights_dir=str(folder), zeta=-1.0)
+    with pytest.raises(ValueError, match="DPS needs a score model"):
+        load_pretrained("cnf_tiny", directory=folder).posterior_samples(v, jax.random.PRNGKey(0), zeta=1.0,
+                                                                        n_samples=1, n_steps=2)
+    assert pm.posterior_samples(v, jax.random.PRNGKey(0), zeta=1.0, n_samples=1, n_steps=2).shape == (1, 16, 16)
 
 
 def test_another_geometry_is_refused_with_what_differs(folder, data):
@@ -152,7 +191,7 @@ def test_save_refuses_a_model_of_the_wrong_class(folder, tmp_path):
 
 
 def test_the_learned_methods_are_registered_and_names_stay_unique():
-    assert {"cnf", "cvae", "csd"} <= set(METHODS)
+    assert {"cnf", "cvae", "csd", "dps"} <= set(METHODS)
     assert register_method(METHODS["cnf"]) is METHODS["cnf"]       # registering again is harmless
 
     class Impostor(METHODS["gn"]):

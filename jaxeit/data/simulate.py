@@ -298,6 +298,18 @@ class Operators:
         """(..., M) voltages → (..., H, W) float32 linearised GN images, exactly as in the data sets."""
         return np.asarray(self.render_fn(self.gn(v)), np.float32)
 
+    def lm_image(self, v, *, alpha: float, max_iter: int = 10, progress: bool = False) -> np.ndarray:
+        """(B, M) or (M,) voltages → (B, H, W) or (H, W) float32 iterative Levenberg–Marquardt images.
+
+        The DGM comparison paper's GN baseline (eqs. 5–9): :meth:`LinearGN.iterative` with ``lm=True``
+        on log σ from the known background, the data set's prior R (diag(JᵀJ) for ``gn_prior="lm"``) at
+        weight ``alpha`` (λ = alpha · mean diag(JᵀJ) / mean diag(R)), stopped when the objective decreases
+        by less than 1e-4 relative or after ``max_iter`` iterations; rendered as the GN images. About
+        0.1–0.3 s per sample on one CPU core (686 elements).
+        """
+        sigma = self.gn.iterative(v, max_iter=max_iter, alpha=alpha, lm=True, progress=progress)
+        return np.asarray(self.render_fn(jnp.asarray(sigma)), np.float32)
+
 
 def _make_chunk_fn(config: SimulationConfig, mesh: Mesh, grid: Grid):
     """The jitted ``fn(model, h, v_bg, mask, keys) -> dict`` of one chunk."""

@@ -34,12 +34,13 @@ from .sampling import csd_star, dps_sample, ode_sample, pc_sample, sde_sample, t
 from .score import ScoreConfig, ScoreModel, dsm_loss, train_score
 from .sde import VESDE, VPSDE, get_sde
 from .training import FitConfig, fit
-from .pretrained import (PretrainedDGM, available_models, default_pretrained, find_pretrained, load_pretrained,
-                         save_pretrained)
-from .methods import CNFMethod, CSDMethod, CVAEMethod, LearnedMethod
+from .pretrained import (PretrainedDGM, available_models, default_pretrained, find_pretrained, image_measurement,
+                         load_pretrained, save_pretrained)
+from .methods import CNFMethod, CSDMethod, CVAEMethod, DPSMethod, LearnedMethod
 
 __all__ = ["CVAE", "CVAEConfig", "VAE", "LatentMLP", "train_cvae", "CNF", "CNFConfig", "ConditionalFlow",
            "train_cnf", "FitConfig", "fit", "VPSDE", "VESDE", "get_sde", "ScoreConfig", "ScoreModel", "dsm_loss",
            "train_score", "pc_sample", "sde_sample", "ode_sample", "csd_star", "dps_sample", "tweedie_x0",
            "PretrainedDGM", "available_models", "default_pretrained", "find_pretrained", "load_pretrained",
-           "save_pretrained", "LearnedMethod", "CNFMethod", "CVAEMethod", "CSDMethod"]
+           "save_pretrained", "image_measurement", "LearnedMethod", "CNFMethod", "CVAEMethod", "CSDMethod",
+           "DPSMethod"]

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from ..data import Operators, SimulationConfig
+from ..data.simulate import PAPER_VALUES
 from ..forward import ForwardModel
 from ..grid import grid_to_mesh
 from ..io_utils import atomic_write_text
@@ -40,7 +41,7 @@ from .cvae import CVAE
 from .score import ScoreModel
 
 __all__ = ["KINDS", "WEIGHTS_DIR", "MAX_FILE_BYTES", "PretrainedDGM", "available_models", "load_pretrained",
-           "find_pretrained", "default_pretrained", "save_pretrained"]
+           "find_pretrained", "default_pretrained", "save_pretrained", "image_measurement"]
 
 #: kind → model class
 KINDS = {"cnf": CNF, "cvae": CVAE, "score": ScoreModel}
@@ -154,6 +155,53 @@ class PretrainedDGM:
         """(..., M) voltages → (..., n, n) float32 GN images, the CNF's and CSD*'s input (as in training)."""
         return self.operators.gn_image(v)
 
+    def csd_input(self, v) -> np.ndarray:
+        """(..., M) voltages → (..., n, n) CSD*'s input images as the model card says: the iterative LM image
+        (``csd_input: "lm"``, the card's ``lm_alpha`` and ``lm_iterations``; ~0.2 s per sample) or the
+        one-step GN image."""
+        if self.card.get("csd_input") != "lm":
+            return self.gn_image(v)
+        return self.operators.lm_image(v, alpha=float(self.card["lm_alpha"]),
+                                       max_iter=int(self.card.get("lm_iterations", 10)))
+
+    def posterior_samples(self, v, key, *, zeta: float, n_samples: int, n_steps: int) -> np.ndarray:
+        """DPS (:func:`~jaxeit.dgm.dps_sample`) with this score model and the exact forward model of the
+        training geometry: (M,) voltages → (n_samples, n, n) float32 images in image units.
+
+        The chains run ``n_steps`` reverse-diffusion steps from T, each followed by the likelihood step
+        ζ·∇‖v − F(x̂₀)‖/‖v_bg‖ (:func:`image_measurement`); x̂₀ and the samples are clipped to the
+        range of the training images (exterior value … largest phantom value). One compiled program
+        per (n_samples, n_steps), kept with the model.
+        """
+        import jax
+        import jax.numpy as jnp
+
+        from .sampling import dps_sample
+
+        if self.kind != "score":
+            raise ValueError(f"DPS needs a score model; {self.name!r} is a {self.kind} model")
+        sim, score = self.simulation, self.model
+        run = self._dps_programs.get((n_samples, n_steps))
+        if run is None:
+            measure, v_scale = image_measurement(score, self.operators, floor=1e-3 * sim.background)
+            values = PAPER_VALUES[sim.n_circles]
+            lo = min(sim.exterior_value, sim.background, *values)
+            hi = max(sim.background, *values)
+            data_range = tuple(float(score.normalize(np.float32(x))) for x in (lo, hi))
+            n = self.image_size
+
+            @jax.jit
+            def run(vv, kk, zz):
+                return dps_sample(score.score_fn(), score.sde, measure, vv / v_scale, kk, zeta=zz, shape=(n, n),
+                                  n_samples=n_samples, n_steps=n_steps, data_range=data_range)
+            self._dps_programs[(n_samples, n_steps)] = run
+        xs = run(jnp.asarray(v, jnp.float64), key, jnp.asarray(zeta, jnp.float32))
+        return np.asarray(score.denormalize(xs), np.float32)
+
+    @functools.cached_property
+    def _dps_programs(self) -> dict:
+        return {}
+
     def masked(self, images) -> np.ndarray:
         """Images with the training data's exterior value outside the domain (float32)."""
         return np.where(self.operators.mask, images, self.simulation.exterior_value).astype(np.float32)
@@ -166,6 +214,28 @@ class PretrainedDGM:
     def image_to_sigma(self, image) -> np.ndarray:
         """(n, n) image → (E,) float64 element values on the training mesh (pixel averages per element)."""
         return np.asarray(self._to_mesh(np.asarray(image, np.float64)), np.float64)
+
+
+def image_measurement(model: ScoreModel, operators: Operators, *, floor: float = 1e-3):
+    """DPS's forward map of one image in a score model's units: ``(F, v_scale)``.
+
+    ``F(x)`` maps an (n, n) image ``x`` in model units to its (M,) voltages / ``v_scale``: image units
+    (``model.denormalize``) → element averages over the forward mesh (:func:`jaxeit.grid.grid_to_mesh`,
+    16 samples per element, pixels outside the domain ignored) → ``operators.model``'s voltages, floored
+    at ``floor`` (σ must stay positive for the FEM). ``v_scale`` = ‖v_bg‖ makes the residual
+    dimensionless. ``F`` is a ``jax.tree_util.Partial``, differentiable, for :func:`~jaxeit.dgm.dps_sample`.
+    """
+    import jax
+    import jax.numpy as jnp
+
+    to_mesh = grid_to_mesh(operators.model.mesh, operators.grid, samples=16, mask=operators.mask)
+    v_scale = float(np.linalg.norm(operators.gn.v_bg))
+
+    def measure(x):
+        sigma = to_mesh(model.denormalize(x).astype(jnp.float64))
+        return operators.model.voltages(jnp.maximum(sigma, floor)) / v_scale
+
+    return jax.tree_util.Partial(measure), v_scale
 
 
 def save_pretrained(directory, name: str, kind: str, model, simulation: SimulationConfig, mesh: Mesh,

@@ -262,12 +262,14 @@ class LinearGN:
                              f"got shape {tuple(v.shape)}")
         return apply_step(jnp.asarray(self.h), jnp.asarray(self.v_bg), v, jnp.asarray(self.background), self.param)
 
-    def iterative(self, v, *, max_iter: int = 5) -> np.ndarray:
+    def iterative(self, v, *, max_iter: int = 5, alpha: float | None = None, lm: bool = False,
+                  progress: bool = False) -> np.ndarray:
         """Iterative regularised GN per sample: (B, M) or (M,) → (B, E) or (E,) float64.
 
         Uses :func:`jaxeit.recon.classical.gauss_newton` (line search, log σ) from
-        σ₀ with the same prior and alpha; about one forward solve + Jacobian per
-        iteration and sample.
+        σ₀ with the same prior and ``alpha`` (default this operator's); ``lm`` adds
+        Levenberg–Marquardt damping (the DGM comparison paper's GN). About one
+        forward solve + Jacobian per iteration and sample; ``progress`` shows a bar.
         """
         from .classical import gauss_newton  # same package: classical imports this module at its top
 
@@ -276,10 +278,14 @@ class LinearGN:
         if self.prior not in ("noser", "laplace", "tikhonov"):
             raise ValueError("the iterative GN supports the 'noser', 'laplace' and 'tikhonov' priors")
         vv = np.atleast_2d(np.asarray(v, np.float64))
+        rows = range(len(vv))
+        if progress:
+            from tqdm.auto import tqdm
+            rows = tqdm(rows, desc="LM" if lm else "GN", unit="sample", leave=False)
         out = np.stack([
-            gauss_newton(self.model, vi, sigma0=self.background, alpha=self.alpha, prior=self.prior,
-                         max_iter=int(max_iter)).sigma
-            for vi in vv])
+            gauss_newton(self.model, vv[i], sigma0=self.background, alpha=self.alpha if alpha is None else alpha,
+                         prior=self.prior, max_iter=int(max_iter), lm=lm).sigma
+            for i in rows])
         return out if np.ndim(v) == 2 else out[0]
 
     def describe(self) -> dict:

@@ -31,7 +31,7 @@ METHODS: dict[str, type[Method]] = {cls.name: cls for cls in (
 
 
 #: methods that a higher layer registers when it is imported (name → module), for the error message
-_REGISTERED_ON_IMPORT = {"cnf": "jaxeit.dgm", "cvae": "jaxeit.dgm", "csd": "jaxeit.dgm"}
+_REGISTERED_ON_IMPORT = {"cnf": "jaxeit.dgm", "cvae": "jaxeit.dgm", "csd": "jaxeit.dgm", "dps": "jaxeit.dgm"}
 
 
 def register_method(cls: type[Method]) -> type[Method]:
