@@ -888,7 +888,11 @@ def rerender(args) -> int:
     old = args.out.read_text() if args.out.exists() else ""
     wall = re.search(r"[Tt]otal wall time of (?:this invocation|that run): ([\d.]+) min", old)   # also after a rerender
     cache = {"dps_zeta": {tuple(k.split("/")): v for k, v in saved.get("dps_zeta", {}).items()}}
-    write_report(args, results, {t: f"{args.out.stem}_table{t}.png" for t in results}, saved["generation"],
+    figures = {t: [f"{args.out.stem}_table{t}{x}.png" for x in ("", "_uncertainty")
+                   if (args.out.parent / f"{args.out.stem}_table{t}{x}.png").exists()] for t in results}
+    cache["lm_sweep"] = saved.get("lm_sweep", [])
+    cache["shipped_cards"] = saved.get("shipped", {})
+    write_report(args, results, figures, saved["generation"],
                  None if wall is None else float(wall.group(1)) * 60, saved["throughput"], saved["gn"],
                  saved["csd_sweep"], saved["sampler_speed"], cache, saved["failures"])
     print(f"report re-rendered from {args.out.with_suffix('.json')}")
@@ -905,14 +909,15 @@ def write_report(args, results, figures, gen_info, wall, throughput, gn_info, sw
             training[wd.name] = ckpts
     report = render(args, results, figures, gen_info, training, wall, throughput,
                     gn_info)
-    models = {k[1]: v for k, v in cache.items() if isinstance(k, tuple) and k[0] == "shipped"}
-    if models:
+    cards = ({k[1]: v.card for k, v in cache.items() if isinstance(k, tuple) and k[0] == "shipped"}
+             or cache.get("shipped_cards", {}))   # the latter: a --rerender
+    if cards:
         report += ("\n## Shipped models used (`jaxeit.dgm.load_pretrained`; their cards in `jaxeit/dgm/weights`)\n\n"
                    "| model | parameters | steps | images seen | epochs | of the paper's training | wall (min) | "
                    "device | stop |\n|---|---|---|---|---|---|---|---|---|\n" +
                    "".join(f"| `{n}` | {t['parameters']:,} | {t['steps']} | {t['images_seen']:,} | {t['epochs']:.1f} | "
                            f"{100 * t['paper_fraction']:.2f} % | {t['wall_minutes']:.0f} | {t['device']} | "
-                           f"{t['stop_reason']} |\n" for n, t in ((n, pm.card['training']) for n, pm in models.items())))
+                           f"{t['stop_reason']} |\n" for n, t in ((n, c['training']) for n, c in cards.items())))
     lm_sweep = cache.get("lm_sweep", [])
     if lm_sweep:
         best = {r["train"]: max((q for q in lm_sweep if q["train"] == r["train"]), key=lambda q: q["SSIM"][0])["alpha"]
@@ -950,7 +955,7 @@ def write_report(args, results, figures, gen_info, wall, throughput, gn_info, sw
                                   "generation": gen_info, "throughput": throughput, "gn": gn_info,
                                   "training_wall_s": training, "csd_sweep": sweep, "sampler_speed": speed,
                                   "dps_zeta": {"/".join(k): v for k, v in zetas.items()}, "failures": failures,
-                                  "lm_sweep": lm_sweep, "shipped": {n: pm.card for n, pm in models.items()}},
+                                  "lm_sweep": lm_sweep, "shipped": cards},
                                  indent=1, default=str))
 
 
