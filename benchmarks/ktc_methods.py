@@ -18,6 +18,7 @@ Resumable: one JSON line per (method, level, target) in ``--records``.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import sys
 import time
 from pathlib import Path
@@ -34,12 +35,19 @@ from jaxeit.io import data_dir, load_ktc2023, load_ktc_reference, load_ktc_truth
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, ktc_mesh  # noqa: E402
 from jaxeit.realdata import ktc  # noqa: E402
+from jaxeit.realdata.ktc_segmenter import SHIPPED  # noqa: E402
 from jaxeit.realdata.ktc_simulator import (KTCSimConfig, load_ktc_simulation, simulate_ktc,  # noqa: E402
                                             simulated_dataset)
 
 KTC_H = 0.014   # the reconstruction mesh of the pipeline (m)
 LEVELS = range(1, 8)
-SIM_PER_LEVEL = 10   # the simulated held-out set: 70 tanks, as in benchmarks/ktc_segmenter.py
+SIM_PER_LEVEL = 30   # the simulated held-out set: 210 tanks, as in benchmarks/ktc_segmenter.py
+
+
+def _weights_tag() -> str:
+    """8 hex digits of the shipped segmenter's weights file."""
+    path = SHIPPED / "segmenter.npz"
+    return hashlib.sha1(path.read_bytes()).hexdigest()[:8] if path.exists() else "none"
 
 
 def main(argv=None) -> int:
@@ -72,17 +80,20 @@ def main(argv=None) -> int:
             print(f"{key}: {res.score:.3f} ({res.wall_time:.1f} s)", flush=True)
         return cache.get(key)
 
+    # a learned method's records belong to its weights: a retrained segmenter is scored again
+    version = {m: (f"@{_weights_tag()}" if m == "unet" else "") for m in methods}
     sim = None
-    if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 70 tanks, level l on tanks l-1, l+6, ...
+    if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 210 tanks, level l on tanks l-1, l+6, ...
         if args.n_sim > SIM_PER_LEVEL:
             ap.error(f"--n-sim is at most {SIM_PER_LEVEL} (the held-out set has {7 * SIM_PER_LEVEL} tanks)")
         n = 7 * SIM_PER_LEVEL
-        sim = load_ktc_simulation(simulate_ktc(KTCSimConfig(n_samples=n, seed=10_001, shard_size=n), args.sim_dir,
+        sim_config = KTCSimConfig(n_samples=n, seed=10_001, shard_size=n)
+        sim = load_ktc_simulation(simulate_ktc(sim_config, args.sim_dir / f"{sim_config.fingerprint()}_n{n}",
                                                reference=ref, log=None))
     target_rows, sim_rows = [], []
     for method in methods:
         for level in LEVELS:
-            recs = [run(f"target|{method}|{level}|{k + 1}", method, load_ktc2023(folder / f"data{k + 1}.mat", ref, level),
+            recs = [run(f"target|{method}{version[method]}|{level}|{k + 1}", method, load_ktc2023(folder / f"data{k + 1}.mat", ref, level),
                         truths[k], cal) for k in range(4)]
             target_rows.append([method, level, *[f"{r['score']:.3f}" for r in recs],
                                 f"{np.mean([r['score'] for r in recs]):.3f}", f"{WINNERS[level - 1]:.3f}",
@@ -91,7 +102,7 @@ def main(argv=None) -> int:
                 continue
             empty = load_ktc_reference(ref, level)
             idx = np.arange(level - 1, 7 * SIM_PER_LEVEL, 7)[:args.n_sim]   # this level's share of the held-out set
-            recs = [run(f"sim|{method}|{level}|{i}", method, simulated_dataset(sim, i, empty), sim["truth"][i], None)
+            recs = [run(f"sim|{method}{version[method]}|{level}|{i}|{sim_config.fingerprint()}", method, simulated_dataset(sim, i, empty), sim["truth"][i], None)
                     for i in idx]
             sim_rows.append([method, level, len(recs), P.fmt_ci([r["score"] for r in recs]),
                              f"{np.median([r['seconds'] for r in recs]):.1f}"])

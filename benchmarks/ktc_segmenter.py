@@ -5,7 +5,8 @@ means on the same 4 targets (Denker et al. 2024). The training targets are never
 or for choosing settings. The simulated held-out set is a fresh simulation (another seed) scored the
 same way.
 
-    python benchmarks/ktc_segmenter.py [--workdir runs/ktc_unet] [--n-sim 70]   # → results/ktc_segmenter.md
+    python benchmarks/ktc_segmenter.py [--workdir runs/ktc_unet] [--compare other/segmenter] [--n-sim 210]
+        [--sim-config 'previous={"size_range": [14, 42]}']                   # → results/ktc_segmenter.md
 
 Without ``--workdir`` it scores the shipped weights and writes their model card
 (``jaxeit/realdata/weights/ktc_unet/segmenter.md``, the same text) beside them.
@@ -14,6 +15,7 @@ Without ``--workdir`` it scores the shipped weights and writes their model card
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 import time
@@ -23,6 +25,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
+from _protocol import fmt_ci  # noqa: E402
 
 from jaxeit.io import data_dir, load_ktc2023, load_ktc_truth  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
@@ -43,51 +46,114 @@ def _shown(folder: Path) -> str:
         return str(folder)
 
 
+def _held_out(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
+    """The simulated held-out tanks of ``config`` (seed 10001, never trained on), cached by config."""
+    config = dataclasses.replace(config, n_samples=n, seed=10_001, shard_size=n)
+    return load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
+
+
+def _sim_scores(seg: Segmenter, sim: dict, n: int) -> dict:
+    """level → official scores of ``seg`` on its seventh of the held-out tanks (tank i at level i % 7 + 1)."""
+    out = {}
+    for level in range(1, 8):
+        idx = np.arange(level - 1, n, 7)
+        labels = seg.segment(sim["voltages"][idx], sim["reference"][idx], level)
+        out[level] = np.asarray([score(a, b) for a, b in zip(labels, sim["truth"][idx])])
+    return out
+
+
+def _target_scores(seg: Segmenter, folder: Path, ref: Path) -> dict:
+    """level → official scores on the 4 public targets."""
+    out = {}
+    for level in range(1, 8):
+        out[level] = np.asarray([score(seg.segment(*_recording(folder / f"data{k}.mat", ref, level), level),
+                                       load_ktc_truth(folder / f"true{k}.mat")) for k in range(1, 5)])
+    return out
+
+
+def _recording(path: Path, ref: Path, level: int):
+    ds = load_ktc2023(path, ref, level=level)
+    return ds.voltages, ds.reference
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=SHIPPED,
                     help="a train_segmenter folder (segmenter.npz, segmenter.json); default: the shipped weights")
-    ap.add_argument("--n-sim", type=int, default=70, help="simulated held-out tanks (10 per level)")
+    ap.add_argument("--compare", type=Path, default=None,
+                    help="another segmenter folder, scored on the same tanks (paired differences: workdir − compare)")
+    ap.add_argument("--n-sim", type=int, default=210, help="simulated held-out tanks (a seventh per level)")
+    ap.add_argument("--sim-config", action="append", default=[], metavar="NAME=JSON",
+                    help="a held-out simulator: a name and KTCSimConfig fields as JSON ('{}' = the defaults); "
+                         "repeatable; default: the defaults only")
     ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_heldout")
+    ap.add_argument("--skip-targets", action="store_true",
+                    help="simulated tanks only (while choosing between models: the public targets are a final check)")
     ap.add_argument("--out", type=Path, default=RESULTS / "ktc_segmenter.md")
     args = ap.parse_args(argv)
     folder = data_dir() / "ktc2023" / "training"
     ref = folder / "ref.mat"
     if not ref.exists():
         sys.exit(f"KTC2023 data not found at {folder} (set JAXEIT_DATA)")
-    seg = Segmenter.load(args.workdir, reference=ref)
-    card = json.loads((args.workdir / "segmenter.json").read_text())
-    rows, means = [], []
+    sims = {}
+    for item in args.sim_config or ["defaults={}"]:
+        name, _, fields = item.partition("=")
+        try:
+            sims[name] = KTCSimConfig(**{k: tuple(v) if isinstance(v, list) else v
+                                         for k, v in json.loads(fields or "{}").items()})
+        except (json.JSONDecodeError, TypeError) as err:
+            sys.exit(f"--sim-config {item!r}: give NAME=JSON of KTCSimConfig fields ({err})")
+    models = {"model": args.workdir} | ({"compare": args.compare} if args.compare else {})
+    segs = {k: Segmenter.load(v, reference=ref) for k, v in models.items()}
     t0 = time.perf_counter()
+    targets = {k: ({lv: np.full(4, np.nan) for lv in range(1, 8)} if args.skip_targets
+                   else _target_scores(seg, folder, ref)) for k, seg in segs.items()}
+    seconds = (time.perf_counter() - t0) / (28 * len(segs))
+    held = {name: _held_out(cfg, args.n_sim, ref, args.sim_dir) for name, cfg in sims.items()}
+    sim_scores = {(k, name): _sim_scores(seg, sim, args.n_sim) for k, seg in segs.items() for name, sim in held.items()}
+
+    rows, means = [], []
     for level in range(1, 8):
-        scores = []
-        for k in range(1, 5):
-            ds = load_ktc2023(folder / f"data{k}.mat", ref, level=level)
-            scores.append(score(seg.segment(ds.voltages, ds.reference, level), load_ktc_truth(folder / f"true{k}.mat")))
-        means.append(float(np.mean(scores)))
-        rows.append([level, *[f"{s:.3f}" for s in scores], f"{means[-1]:.3f}", f"{WINNERS[level - 1]:.3f}"])
-    seconds = (time.perf_counter() - t0) / 28
-    sim = load_ktc_simulation(simulate_ktc(KTCSimConfig(n_samples=args.n_sim, seed=10_001, shard_size=args.n_sim),
-                                           args.sim_dir, reference=ref, log=None))
-    sim_rows = []
-    for level in range(1, 8):
-        idx = np.arange(level - 1, args.n_sim, 7)
-        labels = seg.segment(sim["voltages"][idx], sim["reference"][idx], level)
-        s = [score(a, b) for a, b in zip(labels, sim["truth"][idx])]
-        sim_rows.append([level, len(s), f"{np.mean(s):.3f} ± {np.std(s, ddof=1) / np.sqrt(len(s)) * 1.96:.3f}"])
+        s = targets["model"][level]
+        means.append(float(s.mean()))
+        extra = [f"{targets['compare'][level].mean():.3f}"] if args.compare else []
+        rows.append([level, *[f"{x:.3f}" for x in s], f"{s.mean():.3f}", *extra, f"{WINNERS[level - 1]:.3f}"])
+    header = ["level", "target 1", "target 2", "target 3", "target 4", "mean"]
+    header += ([f"mean of `{_shown(args.compare)}`"] if args.compare else []) + ["winners (self-reported)"]
+    sum_line = f"Sum over levels: {sum(means):.2f}"
+    if args.compare:
+        sum_line += f" (`{_shown(args.compare)}`: {sum(float(v.mean()) for v in targets['compare'].values()):.2f})"
+    sim_sections = []
+    for name, cfg in sims.items():
+        srows = []
+        for level in list(range(1, 8)) + ["all"]:
+            pick = (lambda d: np.concatenate(list(d.values()))) if level == "all" else (lambda d, lv=level: d[lv])
+            a = pick(sim_scores[("model", name)])
+            row = [level, len(a), fmt_ci(a)]
+            if args.compare:
+                b = pick(sim_scores[("compare", name)])
+                row += [fmt_ci(b), fmt_ci(a - b)]
+            srows.append(row)
+        changed = {k: v for k, v in dataclasses.asdict(cfg).items() if v != dataclasses.asdict(KTCSimConfig())[k]}
+        sim_sections += [f"## Simulated held-out tanks: {name} (`KTCSimConfig` defaults"
+                         + (f" with {changed}" if changed else "") + f", seed 10001, {args.n_sim} tanks, each level "
+                         "on its own seventh; mean ± 95 % CI)", "",
+                         markdown_table(["level", "tanks", "score"] + (
+                             [f"`{_shown(args.compare)}`", "paired Δ"] if args.compare else []), srows), ""]
+    card = json.loads((args.workdir / "segmenter.json").read_text())
+    notes = "".join(f" {n}." for n in card.get("notes", []))
     text = "\n".join([
         machine_header("KTC2023: the learned segmenter"),
         f"Model: `{_shown(args.workdir)}` — {card['steps']} steps, {card['samples_seen']:,} samples seen "
         f"({card['epochs']:.2f} epochs of {card['training_samples']:,} simulated tanks), {card['wall_time_s'] / 60:.0f} min "
         f"of training on {card['device']}; stop reason: {card['stop_reason']}; best validation cross-entropy "
-        f"{card['early_stop'].get('best')} at step {card['early_stop'].get('best_step')}.", "",
-        "## The 4 public training targets (official score; never used for training or for settings)", "",
-        markdown_table(["level", "target 1", "target 2", "target 3", "target 4", "mean", "winners (self-reported)"],
-                       rows), "",
-        f"Sum over levels: {sum(means):.2f} (winners' means: {sum(WINNERS):.2f}). "
-        f"{seconds:.2f} s per target (segmentation only; the linearised operators are set up once).", "",
-        f"## Simulated held-out tanks (seed 10001, {args.n_sim} tanks, each level on its own 1/7; mean ± 95 % CI)", "",
-        markdown_table(["level", "tanks", "score"], sim_rows), ""])
+        f"{card['early_stop'].get('best')} at step {card['early_stop'].get('best_step')}.{notes}", "",
+        *([] if args.skip_targets else [
+            "## The 4 public training targets (official score; never used for training or for settings)", "",
+            markdown_table(header, rows), "",
+            f"{sum_line} (winners' means: {sum(WINNERS):.2f}). "
+            f"{seconds:.2f} s per target (segmentation only; the linearised operators are set up once).", ""]),
+        *sim_sections])
     atomic_write_text(args.out, text)
     if args.workdir.resolve() == SHIPPED.resolve():   # the model card beside the shipped weights
         atomic_write_text(SHIPPED / "segmenter.md", text)

@@ -1,5 +1,6 @@
 """The learned KTC2023 segmenter: a tiny network trains through the shared trainer, resumes, exports, segments."""
 
+import jax
 import numpy as np
 import pytest
 
@@ -38,6 +39,17 @@ def test_tiny_segmenter_trains_resumes_and_segments(tmp_path):
     assert labels.shape == (3, 256, 256) and labels.dtype == np.uint8 and set(np.unique(labels)) <= {0, 1, 2}
     with pytest.raises(ValueError, match="no trained segmenter"):
         Segmenter.load(tmp_path / "sim", reference=ref)
+    # fine-tuning: a new run starts from a's EMA weights (and says so in its card); another network is refused
+    import json
+
+    tuned = train_segmenter(sim, tmp_path / "c", reference=ref, progress=False, log=None,
+                            config=dataclasses.replace(TINY, init_from=str(tmp_path / "a"), lr=1e-12))
+    np.testing.assert_allclose(np.asarray(jax.tree.leaves(tuned.state.params)[0]),
+                               np.asarray(jax.tree.leaves(seg.params)[0]))   # lr ~0: the weights stay a's
+    assert "started from the EMA weights" in json.loads((tmp_path / "c" / "segmenter.json").read_text())["notes"][0]
+    with pytest.raises(ValueError, match="another network"):
+        train_segmenter(sim, tmp_path / "d", reference=ref, progress=False, log=None,
+                        config=dataclasses.replace(TINY, base_channels=4, init_from=str(tmp_path / "a")))
 
 
 def test_unet_method_uses_the_shipped_segmenter(tmp_path, monkeypatch):

@@ -28,6 +28,14 @@ def test_config_checks():
         KTCSimConfig(shape_weights=(1.0,))
     with pytest.raises(ValueError, match="n_samples"):
         KTCSimConfig(n_samples=0)
+    with pytest.raises(ValueError, match="bar_width"):
+        KTCSimConfig(bar_width=(0.3, 0.1))
+    with pytest.raises(ValueError, match="z_electrode_spread"):
+        KTCSimConfig(z_electrode_spread=-1.0)
+    # the fingerprint names the distribution: not the sample count or the shard and batch sizes
+    assert KTCSimConfig().fingerprint() == KTCSimConfig(n_samples=5, shard_size=5, batch_size=5).fingerprint()
+    assert len({KTCSimConfig().fingerprint(), KTCSimConfig(seed=1).fingerprint(),
+                KTCSimConfig(size_range=(14.0, 42.0)).fingerprint()}) == 3
 
 
 def test_simulate_is_reproducible_and_resumes(tmp_path):
@@ -51,5 +59,7 @@ def test_simulate_is_reproducible_and_resumes(tmp_path):
     np.testing.assert_array_equal(sample.voltages, data["voltages"][4])
     np.testing.assert_array_equal(sample.reference, data["reference"][4])
     assert sample.name == "sim4_level3" and sample.n_usable == 1404
+    z = data["contact_impedance"]                                # (n, L): every electrode its own
+    assert z.shape == (6, 32) and np.all(z > 0) and np.all(np.std(np.log(z), axis=1) > 0.05)
     with pytest.raises(ValueError, match="another config"):
         simulate_ktc(KTCSimConfig(n_samples=6, shard_size=4, batch_size=4, h=0.012, seed=1), root, reference=ref)

@@ -77,6 +77,7 @@ class SegmenterConfig:
     ema_decay: float = 0.999
     n_val: int = 256                 # the last n_val simulated samples: validation, never trained on
     seed: int = 0
+    init_from: str = ""              # a segmenter folder whose EMA weights start the run ("" = random)
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 250
@@ -235,10 +236,12 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
     template = jax.eval_shape(lambda p: training.init_state(p, opt), _abstract(config.unet_config())[1])
     loaded = ckpt.load(template) if resume else None
     if loaded is None:
-        params = init_params(config.unet_config(), jax.random.PRNGKey(config.seed))[1]
-        state, history, wall, notes, pending, es = training.init_state(params, opt), [], 0.0, [], None, None
+        params, notes = _initial_params(config), []
+        if config.init_from:
+            notes.append(f"started from the EMA weights of {config.init_from} ({_parent_summary(config.init_from)})")
+        state, history, wall, pending, es = training.init_state(params, opt), [], 0.0, None, None
         log(f"[segmenter] new run: {count_params(params):,} parameters, {len(train_data['truth'])} training and "
-            f"{len(val_data['truth'])} validation samples")
+            f"{len(val_data['truth'])} validation samples" + (f"; {notes[0]}" if notes else ""))
     else:
         state, history, wall, notes, pending = (loaded.state, loaded.history, loaded.wall_time, loaded.notes,
                                                 loaded.pending)
@@ -263,11 +266,36 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
                                  early_stopping=EarlyStopping(evaluate, every=config.eval_every,
                                                               patience=config.patience),
                                  early_stop_state=es, progress=progress, desc="segmenter", log=log)
-    _export(workdir, config, result, len(train_data["truth"]), features)
+    _export(workdir, config, result, len(train_data["truth"]), features, notes)
     return result
 
 
-def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult, n_train: int, features) -> None:
+def _initial_params(config: SegmenterConfig):
+    """Random weights (``config.seed``), or the EMA weights of the segmenter in ``config.init_from``
+    (fine-tuning: e.g. a trained segmenter on a new simulation); its network must be the same."""
+    if not config.init_from:
+        return init_params(config.unet_config(), jax.random.PRNGKey(config.seed))[1]
+    path = Path(config.init_from) / "segmenter.npz"
+    if not path.exists():
+        raise ValueError(f"init_from: {path} does not exist; give a folder of a trained segmenter (segmenter.npz)")
+    parent = SegmenterConfig.from_dict(training.read_meta(path)["config"])
+    if parent.unet_config() != config.unet_config():
+        raise ValueError(f"init_from: {path} holds another network ({parent.unet_config()}); "
+                         f"this run's is {config.unet_config()}")
+    return training.load_arrays(path, _abstract(config.unet_config())[1])[0]
+
+
+def _parent_summary(folder) -> str:
+    card = Path(folder) / "segmenter.json"
+    if not card.exists():
+        return "no card"
+    c = json.loads(card.read_text())
+    own = f"{c.get('steps')} steps, {c.get('samples_seen')} samples, {float(c.get('wall_time_s', 0)) / 60:.0f} min"
+    return "; ".join([own, *c.get("notes", [])])        # the whole lineage of a repeatedly fine-tuned model
+
+
+def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult, n_train: int, features,
+            notes=()) -> None:
     """``segmenter.npz`` (EMA weights, float32) and ``segmenter.json`` (config, provenance, losses)."""
     training.save_arrays(workdir / "segmenter.npz", result.state.ema, meta={"config": config.to_dict()})
     steps = int(result.state.step)
@@ -277,7 +305,7 @@ def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult,
             "early_stop": result.early_stop, "device": jax.devices()[0].device_kind,
             "calibration": {"sigma": features.calibration.sigma,
                             "contact_impedance": float(np.mean(features.calibration.contact_impedance))},
-            "history": result.history[-20:]}
+            "notes": list(notes), "history": result.history[-20:]}
     atomic_write_text(workdir / "segmenter.json", json.dumps(card, indent=1, default=str))
 
 
