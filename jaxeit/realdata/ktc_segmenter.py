@@ -14,7 +14,8 @@ one network serves all seven levels.
 Training runs through :mod:`jaxeit.training` (state, AdamW with warm-up and cosine decay, EMA,
 atomic resumable checkpoints, time budget, signals, early stopping on the validation
 cross-entropy of the EMA weights). A step's batch and levels are functions of the step
-number, so a stopped run resumes exactly.
+number, so a stopped run resumes exactly. ``SegmenterConfig.init_from`` starts a run from an
+earlier segmenter's EMA weights (fine-tuning on a new simulation); the card keeps the lineage.
 
     >>> result = train_segmenter("runs/ktc_sim", "runs/ktc_unet", reference="ktc2023/training/ref.mat",
     ...                          max_seconds=7200)
