@@ -29,15 +29,14 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _protocol as P  # noqa: E402
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
 from diff_inr import Cache  # noqa: E402
-from ktc_segmenter import WINNERS  # noqa: E402
+from ktc_segmenter import HELD_OUT_SEED, WINNERS, held_out_tanks  # noqa: E402
 
 from jaxeit.io import data_dir, load_ktc2023, load_ktc_reference, load_ktc_truth  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, ktc_mesh  # noqa: E402
 from jaxeit.realdata import ktc  # noqa: E402
 from jaxeit.realdata.ktc_segmenter import SHIPPED  # noqa: E402
-from jaxeit.realdata.ktc_simulator import (KTCSimConfig, load_ktc_simulation, simulate_ktc,  # noqa: E402
-                                            simulated_dataset)
+from jaxeit.realdata.ktc_simulator import KTCSimConfig, simulated_dataset  # noqa: E402
 
 KTC_H = 0.014   # the reconstruction mesh of the pipeline (m)
 LEVELS = range(1, 8)
@@ -86,10 +85,8 @@ def main(argv=None) -> int:
     if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 210 tanks, level l on tanks l-1, l+6, ...
         if args.n_sim > SIM_PER_LEVEL:
             ap.error(f"--n-sim is at most {SIM_PER_LEVEL} (the held-out set has {7 * SIM_PER_LEVEL} tanks)")
-        n = 7 * SIM_PER_LEVEL
-        sim_config = KTCSimConfig(n_samples=n, seed=10_001, shard_size=n)
-        sim = load_ktc_simulation(simulate_ktc(sim_config, args.sim_dir / f"{sim_config.fingerprint()}_n{n}",
-                                               reference=ref, log=None))
+        sim = held_out_tanks(KTCSimConfig(), 7 * SIM_PER_LEVEL, ref, args.sim_dir)
+    held_out = KTCSimConfig(seed=HELD_OUT_SEED)             # names the tanks in the records
     target_rows, sim_rows = [], []
     for method in methods:
         for level in LEVELS:
@@ -102,7 +99,7 @@ def main(argv=None) -> int:
                 continue
             empty = load_ktc_reference(ref, level)
             idx = np.arange(level - 1, 7 * SIM_PER_LEVEL, 7)[:args.n_sim]   # this level's share of the held-out set
-            recs = [run(f"sim|{method}{version[method]}|{level}|{i}|{sim_config.fingerprint()}", method, simulated_dataset(sim, i, empty), sim["truth"][i], None)
+            recs = [run(f"sim|{method}{version[method]}|{level}|{i}|{held_out.fingerprint()}", method, simulated_dataset(sim, i, empty), sim["truth"][i], None)
                     for i in idx]
             sim_rows.append([method, level, len(recs), P.fmt_ci([r["score"] for r in recs]),
                              f"{np.median([r['seconds'] for r in recs]):.1f}"])
@@ -116,7 +113,7 @@ def main(argv=None) -> int:
              "Sum of the level means: " + ", ".join(f"{m} {s:.2f}" for m, s in sums.items())
              + f"; winners {sum(WINNERS):.2f}.", ""]
     if sim_rows:
-        lines += [f"## Simulated held-out tanks ({args.n_sim} per level, seed 10001; mean ± 95 % CI)", "",
+        lines += [f"## Simulated held-out tanks ({args.n_sim} per level, seed {HELD_OUT_SEED}; mean ± 95 % CI)", "",
                   markdown_table(["method", "level", "tanks", "score", "s / tank"], sim_rows), ""]
     atomic_write_text(args.out, "\n".join(lines))
     print("\n".join(lines))

@@ -8,7 +8,7 @@ same way.
     python benchmarks/ktc_segmenter.py [--workdir runs/ktc_unet] [--compare other/segmenter] [--n-sim 210]
         [--sim-config 'previous={"size_range": [14, 42]}']                   # → results/ktc_segmenter.md
 
-Without ``--workdir`` it scores the shipped weights and writes their model card
+Without ``--workdir`` (and ``--out``) it scores the shipped weights and writes their model card
 (``jaxeit/realdata/weights/ktc_unet/segmenter.md``, the same text) beside them.
 """
 
@@ -35,6 +35,9 @@ from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, sim
 
 #: the winners' self-reported means on the 4 training targets, levels 1-7 (Denker et al. 2024)
 WINNERS = (0.873, 0.881, 0.866, 0.838, 0.791, 0.643, 0.681)
+#: the simulated held-out tanks' seed (the training sets use seeds 0 and 1, validation of options 20002)
+HELD_OUT_SEED = 10_001
+DEFAULT_OUT = RESULTS / "ktc_segmenter.md"
 
 
 def _shown(folder: Path) -> str:
@@ -46,9 +49,10 @@ def _shown(folder: Path) -> str:
         return str(folder)
 
 
-def _held_out(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
-    """The simulated held-out tanks of ``config`` (seed 10001, never trained on), cached by config."""
-    config = dataclasses.replace(config, n_samples=n, seed=10_001, shard_size=n)
+def held_out_tanks(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
+    """The simulated held-out tanks of ``config`` (seed ``HELD_OUT_SEED``, never trained on; tank i is scored at level
+    i % 7 + 1), cached under ``root`` by the simulator's fingerprint. Shared with ``ktc_methods.py``."""
+    config = dataclasses.replace(config, n_samples=n, seed=HELD_OUT_SEED, shard_size=n)
     return load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
 
 
@@ -89,7 +93,7 @@ def main(argv=None):
     ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_heldout")
     ap.add_argument("--skip-targets", action="store_true",
                     help="simulated tanks only (while choosing between models: the public targets are a final check)")
-    ap.add_argument("--out", type=Path, default=RESULTS / "ktc_segmenter.md")
+    ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
     args = ap.parse_args(argv)
     folder = data_dir() / "ktc2023" / "training"
     ref = folder / "ref.mat"
@@ -109,7 +113,7 @@ def main(argv=None):
     targets = {k: ({lv: np.full(4, np.nan) for lv in range(1, 8)} if args.skip_targets
                    else _target_scores(seg, folder, ref)) for k, seg in segs.items()}
     seconds = (time.perf_counter() - t0) / (28 * len(segs))
-    held = {name: _held_out(cfg, args.n_sim, ref, args.sim_dir) for name, cfg in sims.items()}
+    held = {name: held_out_tanks(cfg, args.n_sim, ref, args.sim_dir) for name, cfg in sims.items()}
     sim_scores = {(k, name): _sim_scores(seg, sim, args.n_sim) for k, seg in segs.items() for name, sim in held.items()}
 
     rows, means = [], []
@@ -136,7 +140,7 @@ def main(argv=None):
             srows.append(row)
         changed = {k: v for k, v in dataclasses.asdict(cfg).items() if v != dataclasses.asdict(KTCSimConfig())[k]}
         sim_sections += [f"## Simulated held-out tanks: {name} (`KTCSimConfig` defaults"
-                         + (f" with {changed}" if changed else "") + f", seed 10001, {args.n_sim} tanks, each level "
+                         + (f" with {changed}" if changed else "") + f", seed {HELD_OUT_SEED}, {args.n_sim} tanks, each level "
                          "on its own seventh; mean ± 95 % CI)", "",
                          markdown_table(["level", "tanks", "score"] + (
                              [f"`{_shown(args.compare)}`", "paired Δ"] if args.compare else []), srows), ""]
@@ -155,7 +159,7 @@ def main(argv=None):
             f"{seconds:.2f} s per target (segmentation only; the linearised operators are set up once).", ""]),
         *sim_sections])
     atomic_write_text(args.out, text)
-    if args.workdir.resolve() == SHIPPED.resolve():   # the model card beside the shipped weights
+    if args.workdir.resolve() == SHIPPED.resolve() and args.out == DEFAULT_OUT:   # the shipped weights' card
         atomic_write_text(SHIPPED / "segmenter.md", text)
     print(text)
 

@@ -43,7 +43,6 @@ shards and continues with the next. Sample i depends only on (``seed``, i).
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import math
 import time
@@ -57,6 +56,7 @@ from ..data.store import shard_path, verify_shard, write_shard
 from ..grid import grid_to_mesh
 from ..io import EITDataset, load_ktc_reference, resolve_data_path
 from ..io_utils import atomic_write_text
+from ..training import config_hash
 from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
 from .tanks import ktc_mesh
@@ -130,7 +130,7 @@ class KTCSimConfig:
         shard and batch sizes (records and caches of simulated tanks are keyed on it)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in ("n_samples", "shard_size", "batch_size")}
-        return hashlib.sha1(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:8]
+        return config_hash(fields)[:8]
 
 
 # -- targets --------------------------------------------------------------------------
@@ -272,7 +272,6 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
     atomic_write_text(meta_path, json.dumps(meta, indent=1))
     solve = jax.jit(jax.vmap(lambda s, z: model.voltages(s, z)))
     z_cal = float(np.mean(cal.contact_impedance))
-    mesh_electrodes = int(np.asarray(ref.protocol.currents).shape[1])
     done = 0
     for k, (start, stop) in enumerate(meta["shards"]):
         path = shard_path(out, "samples", k)
@@ -281,7 +280,7 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
         arrays = {f: [] for f in SIM_FIELDS}
         for b0 in range(start, stop, config.batch_size):
             idx = range(b0, min(b0 + config.batch_size, stop))
-            params = [_sample_parameters(config, i, cal.sigma, z_cal, mesh_electrodes) for i in idx]
+            params = [_sample_parameters(config, i, cal.sigma, z_cal, mesh.n_electrodes) for i in idx]
             pad = config.batch_size - len(params)                 # one compiled batch size
             sig = np.stack([np.asarray(to_mesh(jnp.asarray(to_truth_frame(p[1])))) for p in params])
             bg = np.stack([np.full(mesh.n_elements, p[2]) for p in params])
