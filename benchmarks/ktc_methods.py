@@ -35,7 +35,7 @@ from jaxeit.io import data_dir, load_ktc2023, load_ktc_reference, load_ktc_truth
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata import calibrate_dataset, ktc_mesh  # noqa: E402
 from jaxeit.realdata import ktc  # noqa: E402
-from jaxeit.realdata.ktc_segmenter import SHIPPED  # noqa: E402
+from jaxeit.realdata.ktc_segmenter import SHIPPED, read_class_bias  # noqa: E402
 from jaxeit.realdata.ktc_simulator import KTCSimConfig, simulated_dataset  # noqa: E402
 
 KTC_H = 0.014   # the reconstruction mesh of the pipeline (m)
@@ -44,9 +44,12 @@ SIM_PER_LEVEL = 30   # the simulated held-out set: 210 tanks, as in benchmarks/k
 
 
 def _weights_tag() -> str:
-    """8 hex digits of the shipped segmenter's weights file."""
+    """8 hex digits of the shipped segmenter's weights file and its decision offsets (both set its output)."""
     path = SHIPPED / "segmenter.npz"
-    return hashlib.sha1(path.read_bytes()).hexdigest()[:8] if path.exists() else "none"
+    if not path.exists():
+        return "none"
+    bias = read_class_bias(SHIPPED)
+    return hashlib.sha1(path.read_bytes() + (repr(bias).encode() if any(bias) else b"")).hexdigest()[:8]
 
 
 def main(argv=None) -> int:
@@ -79,7 +82,7 @@ def main(argv=None) -> int:
             print(f"{key}: {res.score:.3f} ({res.wall_time:.1f} s)", flush=True)
         return cache.get(key)
 
-    # a learned method's records belong to its weights: a retrained segmenter is scored again
+    # a learned method's records belong to its weights and decision: a retrained segmenter is scored again
     version = {m: (f"@{_weights_tag()}" if m == "unet" else "") for m in methods}
     sim = None
     if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 210 tanks, level l on tanks l-1, l+6, ...

@@ -7,6 +7,12 @@ same way.
 
     python benchmarks/ktc_segmenter.py [--workdir runs/ktc_unet] [--compare other/segmenter] [--n-sim 210]
         [--sim-config 'previous={"size_range": [14, 42]}']                   # → results/ktc_segmenter.md
+    python benchmarks/ktc_segmenter.py --fit-bias 420     # choose the decision offsets first (validation tanks)
+
+``--fit-bias N`` chooses the decision rule's class offsets (:func:`fit_class_bias`) on N simulated
+validation tanks (seed ``VALIDATION_SEED``, not the held-out ones) and keeps them in the workdir's
+``segmenter.json``. When the model has offsets and no ``--compare`` is given, the held-out tables
+compare it with its plain argmax.
 
 Without ``--workdir`` (and ``--out``) it scores the shipped weights and writes their model card
 (``jaxeit/realdata/weights/ktc_unet/segmenter.md``, the same text) beside them.
@@ -30,13 +36,15 @@ from _protocol import fmt_ci  # noqa: E402
 from jaxeit.io import data_dir, load_ktc2023, load_ktc_truth  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.realdata.ktc import score  # noqa: E402
-from jaxeit.realdata.ktc_segmenter import SHIPPED, Segmenter  # noqa: E402
+from jaxeit.realdata.ktc_segmenter import SHIPPED, Segmenter, fit_class_bias, write_class_bias  # noqa: E402
 from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, simulate_ktc  # noqa: E402
 
 #: the winners' self-reported means on the 4 training targets, levels 1-7 (Denker et al. 2024)
 WINNERS = (0.873, 0.881, 0.866, 0.838, 0.791, 0.643, 0.681)
 #: the simulated held-out tanks' seed (the training sets use seeds 0 and 1, validation of options 20002)
 HELD_OUT_SEED = 10_001
+#: the simulated validation tanks on which --fit-bias chooses the decision offsets (as ktc_options.py's)
+VALIDATION_SEED = 20_002
 DEFAULT_OUT = RESULTS / "ktc_segmenter.md"
 
 
@@ -54,6 +62,26 @@ def held_out_tanks(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
     i % 7 + 1), cached under ``root`` by the simulator's fingerprint. Shared with ``ktc_methods.py``."""
     config = dataclasses.replace(config, n_samples=n, seed=HELD_OUT_SEED, shard_size=n)
     return load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
+
+
+def _fit_bias(seg: Segmenter, n: int, ref: Path, root: Path, workdir: Path) -> Segmenter:
+    """Choose the decision offsets on ``n`` validation tanks of the default simulator (tank i at level
+    i % 7 + 1), keep them in ``workdir/segmenter.json`` and return the segmenter that uses them."""
+    config = dataclasses.replace(KTCSimConfig(), n_samples=n, seed=VALIDATION_SEED, shard_size=n)
+    sim = load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
+    order = np.concatenate([np.arange(level - 1, n, 7) for level in range(1, 8)])
+    logits = np.concatenate([seg.logits(sim["voltages"][idx], sim["reference"][idx], level)
+                             for level in range(1, 8) for idx in [np.arange(level - 1, n, 7)]])
+    bias, table = fit_class_bias(logits, sim["truth"][order])
+    write_class_bias(workdir, bias, {
+        "chosen_on": f"{n} simulated validation tanks (KTCSimConfig defaults, fingerprint {config.fingerprint()}, "
+                     f"seed {VALIDATION_SEED}; each level on its seventh), by the mean official score",
+        "mean_score_plain_argmax": table[(0.0, 0.0)], "mean_score": table[tuple(bias[1:])],
+        "tried": {f"{a:g},{b:g}": round(v, 5) for (a, b), v in table.items()},
+        "command": "python benchmarks/ktc_segmenter.py --fit-bias " + str(n)})
+    print(f"[fit-bias] offsets {bias} on {n} validation tanks: mean score {table[(0.0, 0.0)]:.4f} → "
+          f"{table[tuple(bias[1:])]:.4f}", flush=True)
+    return dataclasses.replace(seg, class_bias=bias)
 
 
 def _sim_scores(seg: Segmenter, sim: dict, n: int) -> dict:
@@ -91,6 +119,10 @@ def main(argv=None):
                     help="a held-out simulator: a name and KTCSimConfig fields as JSON ('{}' = the defaults); "
                          "repeatable; default: the defaults only")
     ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_heldout")
+    ap.add_argument("--fit-bias", type=int, default=0, metavar="N",
+                    help="first choose the decision offsets on N simulated validation tanks and keep them in the "
+                         "workdir's segmenter.json (0: use the card's)")
+    ap.add_argument("--val-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_validation")
     ap.add_argument("--skip-targets", action="store_true",
                     help="simulated tanks only (while choosing between models: the public targets are a final check)")
     ap.add_argument("--out", type=Path, default=DEFAULT_OUT)
@@ -109,6 +141,12 @@ def main(argv=None):
             sys.exit(f"--sim-config {item!r}: give NAME=JSON of KTCSimConfig fields ({err})")
     models = {"model": args.workdir} | ({"compare": args.compare} if args.compare else {})
     segs = {k: Segmenter.load(v, reference=ref) for k, v in models.items()}
+    if args.fit_bias:
+        segs["model"] = _fit_bias(segs["model"], args.fit_bias, ref, args.val_dir, args.workdir)
+    compare_label = f"`{_shown(args.compare)}`" if args.compare else "plain argmax"
+    if not args.compare and any(segs["model"].class_bias):
+        segs["compare"] = dataclasses.replace(segs["model"], class_bias=(0.0, 0.0, 0.0))
+    compared = "compare" in segs
     t0 = time.perf_counter()
     targets = {k: ({lv: np.full(4, np.nan) for lv in range(1, 8)} if args.skip_targets
                    else _target_scores(seg, folder, ref)) for k, seg in segs.items()}
@@ -120,13 +158,13 @@ def main(argv=None):
     for level in range(1, 8):
         s = targets["model"][level]
         means.append(float(s.mean()))
-        extra = [f"{targets['compare'][level].mean():.3f}"] if args.compare else []
+        extra = [f"{targets['compare'][level].mean():.3f}"] if compared else []
         rows.append([level, *[f"{x:.3f}" for x in s], f"{s.mean():.3f}", *extra, f"{WINNERS[level - 1]:.3f}"])
     header = ["level", "target 1", "target 2", "target 3", "target 4", "mean"]
-    header += ([f"mean of `{_shown(args.compare)}`"] if args.compare else []) + ["winners (self-reported)"]
+    header += ([f"mean of {compare_label}"] if compared else []) + ["winners (self-reported)"]
     sum_line = f"Sum over levels: {sum(means):.2f}"
-    if args.compare:
-        sum_line += f" (`{_shown(args.compare)}`: {sum(float(v.mean()) for v in targets['compare'].values()):.2f})"
+    if compared:
+        sum_line += f" ({compare_label}: {sum(float(v.mean()) for v in targets['compare'].values()):.2f})"
     sim_sections = []
     for name, cfg in sims.items():
         srows = []
@@ -134,7 +172,7 @@ def main(argv=None):
             pick = (lambda d: np.concatenate(list(d.values()))) if level == "all" else (lambda d, lv=level: d[lv])
             a = pick(sim_scores[("model", name)])
             row = [level, len(a), fmt_ci(a)]
-            if args.compare:
+            if compared:
                 b = pick(sim_scores[("compare", name)])
                 row += [fmt_ci(b), fmt_ci(a - b)]
             srows.append(row)
@@ -143,9 +181,14 @@ def main(argv=None):
                          + (f" with {changed}" if changed else "") + f", seed {HELD_OUT_SEED}, {args.n_sim} tanks, each level "
                          "on its own seventh; mean ± 95 % CI)", "",
                          markdown_table(["level", "tanks", "score"] + (
-                             [f"`{_shown(args.compare)}`", "paired Δ"] if args.compare else []), srows), ""]
+                             [compare_label, "paired Δ"] if compared else []), srows), ""]
     card = json.loads((args.workdir / "segmenter.json").read_text())
     notes = "".join(f" {n}." for n in card.get("notes", []))
+    decision = card.get("decision")
+    if decision and any(segs["model"].class_bias):
+        notes += (f" Decision rule: argmax of the logits + {tuple(decision['class_bias'])} (water, resistive, "
+                  f"conductive), chosen on {decision['chosen_on']}: mean score {decision['mean_score_plain_argmax']:.4f} "
+                  f"(plain argmax) → {decision['mean_score']:.4f} there.")
     text = "\n".join([
         machine_header("KTC2023: the learned segmenter"),
         f"Model: `{_shown(args.workdir)}` — {card['steps']} steps, {card['samples_seen']:,} samples seen "

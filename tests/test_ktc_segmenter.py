@@ -76,3 +76,35 @@ def test_unet_method_uses_the_shipped_segmenter(tmp_path, monkeypatch):
     res = ktc.reconstruct_ktc(ds, mesh, "unet", truth=load_ktc_truth(folder / "true1.mat"))
     assert res.method == "unet" and res.level == 2 and res.segmentation.shape == (256, 256)
     assert res.contrast.shape == (mesh.n_elements,) and -1.0 <= res.score <= 1.0   # a mean of SSIMs
+
+
+def test_fit_class_bias_finds_the_offset_that_undoes_a_shifted_logit(tmp_path):
+    """Logits whose resistive class is pushed down by 0.6: the plain argmax misses the resistive disk,
+    the fitted offsets recover it (the score rises to 1), and the card keeps them for Segmenter.load."""
+    import json
+
+    from jaxeit.metrics import ktc_score
+    from jaxeit.realdata.ktc_segmenter import decide, fit_class_bias, read_class_bias, write_class_bias
+
+    yy, xx = np.mgrid[:256, :256]
+    truth = np.zeros((2, 256, 256), np.uint8)
+    truth[:, (yy - 100) ** 2 + (xx - 90) ** 2 < 30 ** 2] = 1
+    truth[1, (yy - 170) ** 2 + (xx - 160) ** 2 < 25 ** 2] = 2
+    logits = np.eye(3, dtype=np.float32)[truth] * 0.5          # the true class leads by 0.5 …
+    logits[..., 1] -= 0.6                                     # … except the resistive one, which trails by 0.1
+    plain = float(np.mean(np.asarray(ktc_score(decide(logits), truth))))
+    bias, table = fit_class_bias(logits, truth, grid=(-0.5, -0.25, 0.0, 0.25, 0.5), sweeps=1)
+    assert bias[0] == 0.0 and bias[1] >= 0.25 and table[(0.0, 0.0)] == pytest.approx(plain)
+    fitted = float(np.mean(np.asarray(ktc_score(decide(logits, bias), truth))))
+    assert plain < 0.9 and fitted == pytest.approx(1.0, abs=1e-6)
+    with pytest.raises(ValueError, match="contain 0"):
+        fit_class_bias(logits, truth, grid=(0.25, 0.5))
+    with pytest.raises(ValueError, match=r"\(N, 256, 256, 3\)"):
+        fit_class_bias(logits[..., :2], truth)
+    assert read_class_bias(tmp_path) == (0.0, 0.0, 0.0)       # no card: the plain argmax
+    (tmp_path / "segmenter.json").write_text(json.dumps({"steps": 1}))
+    write_class_bias(tmp_path, bias, {"chosen_on": "test"})
+    assert read_class_bias(tmp_path) == bias
+    assert json.loads((tmp_path / "segmenter.json").read_text())["steps"] == 1   # the rest of the card stays
+    with pytest.raises(ValueError, match="finite"):
+        write_class_bias(tmp_path, (0.0, np.nan, 0.0), {})

@@ -38,6 +38,7 @@ import math
 import time
 from pathlib import Path
 
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -403,9 +404,11 @@ def _segment_learned(dataset: EITDataset, mesh: Mesh, level: int, truth, t0: flo
         per_level[level] = Segmenter.load(reference=dataset, levels=(level,),
                                           calibration=calibration if known is None else known.features.calibration,
                                           calibration_mesh=mesh if known is None else None)
-    prob = per_level[level].probabilities(dataset.voltages, dataset.reference, level)
+    segmenter = per_level[level]
+    logits = segmenter.logits(dataset.voltages, dataset.reference, level)
+    prob = np.asarray(jax.nn.softmax(jnp.asarray(logits), axis=-1))
     image = prob[..., 2] - prob[..., 1]                      # P(conductive) − P(resistive), truth frame
-    seg = np.where(disk_mask(), np.argmax(prob, axis=-1), 0).astype(np.uint8)
+    seg = segmenter.decide(logits)                           # argmax with the card's decision offsets
     contrast = np.asarray(grid_to_mesh(mesh, KTC_GRID, samples=4)(jnp.asarray(to_truth_frame(image))))
     sc = float("nan") if truth is None else score(seg, truth)
     return KTCResult(method="unet", level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
