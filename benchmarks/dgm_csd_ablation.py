@@ -63,8 +63,8 @@ def main(argv=None) -> int:
     first = next(iter(models.values()))
     mask, bg = first.operators.mask, first.simulation.background
     lm = first.operators.lm_image(val["voltages"], alpha=args.lm_alpha, max_iter=LM_ITERATIONS)
-    rows = [["LM input", "–", "–", "–", *[f"{scores(first.masked(lm), val['image'], mask, bg).get(k, float('nan')):.4g}"
-                                          for k in KEYS[:-1]], "–", "–"]]
+    lm_scores = scores(first.masked(lm), val["image"], mask, bg)
+    rows = [["LM input", "–", "–", "–", *[f"{lm_scores[k]:.4g}" for k in KEYS[:-1]], "–", "–"]]
     for steps in (int(s) for s in args.steps.split(",")):
         for name, pm in models.items():
             t = time.perf_counter()

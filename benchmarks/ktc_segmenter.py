@@ -35,7 +35,7 @@ from _protocol import fmt_ci  # noqa: E402
 
 from jaxeit.io import data_dir, load_ktc2023, load_ktc_truth  # noqa: E402
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
-from jaxeit.realdata.ktc import score  # noqa: E402
+from jaxeit.metrics import ktc_score  # noqa: E402
 from jaxeit.realdata.ktc_segmenter import SHIPPED, Segmenter, fit_class_bias, write_class_bias  # noqa: E402
 from jaxeit.realdata.ktc_simulator import KTCSimConfig, load_ktc_simulation, simulate_ktc  # noqa: E402
 
@@ -57,24 +57,35 @@ def _shown(folder: Path) -> str:
         return str(folder)
 
 
-def held_out_tanks(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
-    """The simulated held-out tanks of ``config`` (seed ``HELD_OUT_SEED``, never trained on; tank i is scored at level
-    i % 7 + 1), cached under ``root`` by the simulator's fingerprint. Shared with ``ktc_methods.py``."""
-    config = dataclasses.replace(config, n_samples=n, seed=HELD_OUT_SEED, shard_size=n)
+def simulated_tanks(config: KTCSimConfig, n: int, seed: int, ref: Path, root: Path) -> dict:
+    """``n`` simulated tanks of ``config`` drawn with ``seed`` (tank i is scored at level i % 7 + 1), cached
+    under ``root`` by the simulator's fingerprint."""
+    config = dataclasses.replace(config, n_samples=n, seed=seed, shard_size=n)
     return load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
 
 
+def held_out_tanks(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
+    """The simulated held-out tanks of ``config`` (seed ``HELD_OUT_SEED``, never trained on or tuned on).
+    Shared with ``ktc_methods.py``."""
+    return simulated_tanks(config, n, HELD_OUT_SEED, ref, root)
+
+
+def _level_indices(n: int) -> dict:
+    """level → the tanks scored at that level: tank i at level i % 7 + 1."""
+    return {level: np.arange(level - 1, n, 7) for level in range(1, 8)}
+
+
 def _fit_bias(seg: Segmenter, n: int, ref: Path, root: Path, workdir: Path) -> Segmenter:
-    """Choose the decision offsets on ``n`` validation tanks of the default simulator (tank i at level
-    i % 7 + 1), keep them in ``workdir/segmenter.json`` and return the segmenter that uses them."""
-    config = dataclasses.replace(KTCSimConfig(), n_samples=n, seed=VALIDATION_SEED, shard_size=n)
-    sim = load_ktc_simulation(simulate_ktc(config, root / f"{config.fingerprint()}_n{n}", reference=ref, log=None))
-    order = np.concatenate([np.arange(level - 1, n, 7) for level in range(1, 8)])
+    """Choose the decision offsets on ``n`` validation tanks of the default simulator, keep them in
+    ``workdir/segmenter.json`` and return the segmenter that uses them."""
+    sim = simulated_tanks(KTCSimConfig(), n, VALIDATION_SEED, ref, root)
+    fingerprint = dataclasses.replace(KTCSimConfig(), seed=VALIDATION_SEED).fingerprint()
+    per_level = _level_indices(n)
     logits = np.concatenate([seg.logits(sim["voltages"][idx], sim["reference"][idx], level)
-                             for level in range(1, 8) for idx in [np.arange(level - 1, n, 7)]])
-    bias, table = fit_class_bias(logits, sim["truth"][order])
+                             for level, idx in per_level.items()])
+    bias, table = fit_class_bias(logits, sim["truth"][np.concatenate(list(per_level.values()))])
     write_class_bias(workdir, bias, {
-        "chosen_on": f"{n} simulated validation tanks (KTCSimConfig defaults, fingerprint {config.fingerprint()}, "
+        "chosen_on": f"{n} simulated validation tanks (KTCSimConfig defaults, fingerprint {fingerprint}, "
                      f"seed {VALIDATION_SEED}; each level on its seventh), by the mean official score",
         "mean_score_plain_argmax": table[(0.0, 0.0)], "mean_score": table[tuple(bias[1:])],
         "tried": {f"{a:g},{b:g}": round(v, 5) for (a, b), v in table.items()},
@@ -84,28 +95,37 @@ def _fit_bias(seg: Segmenter, n: int, ref: Path, root: Path, workdir: Path) -> S
     return dataclasses.replace(seg, class_bias=bias)
 
 
-def _sim_scores(seg: Segmenter, sim: dict, n: int) -> dict:
-    """level → official scores of ``seg`` on its seventh of the held-out tanks (tank i at level i % 7 + 1)."""
-    out = {}
-    for level in range(1, 8):
-        idx = np.arange(level - 1, n, 7)
-        labels = seg.segment(sim["voltages"][idx], sim["reference"][idx], level)
-        out[level] = np.asarray([score(a, b) for a, b in zip(labels, sim["truth"][idx])])
+def _classes(segs: dict, voltages, reference, level: int) -> dict:
+    """name → (..., 256, 256) classes of each segmenter. The network runs once per set of weights: a
+    segmenter and its plain-argmax twin differ only in the decision."""
+    logits, out = {}, {}
+    for name, seg in segs.items():
+        if id(seg.params) not in logits:
+            logits[id(seg.params)] = seg.logits(voltages, reference, level)
+        out[name] = seg.decide(logits[id(seg.params)])
     return out
 
 
-def _target_scores(seg: Segmenter, folder: Path, ref: Path) -> dict:
-    """level → official scores on the 4 public targets."""
-    out = {}
-    for level in range(1, 8):
-        out[level] = np.asarray([score(seg.segment(*_recording(folder / f"data{k}.mat", ref, level), level),
-                                       load_ktc_truth(folder / f"true{k}.mat")) for k in range(1, 5)])
+def _sim_scores(segs: dict, sim: dict, n: int) -> dict:
+    """name → level → official scores of each segmenter on that level's seventh of the tanks."""
+    out = {name: {} for name in segs}
+    for level, idx in _level_indices(n).items():
+        for name, labels in _classes(segs, sim["voltages"][idx], sim["reference"][idx], level).items():
+            out[name][level] = np.asarray(ktc_score(labels, sim["truth"][idx]))
     return out
 
 
-def _recording(path: Path, ref: Path, level: int):
-    ds = load_ktc2023(path, ref, level=level)
-    return ds.voltages, ds.reference
+def _target_scores(segs: dict, folder: Path, ref: Path) -> dict:
+    """name → level → official scores of each segmenter on the 4 public targets."""
+    truths = np.stack([load_ktc_truth(folder / f"true{k}.mat") for k in range(1, 5)])
+    out = {name: {} for name in segs}
+    for level in range(1, 8):
+        recordings = [load_ktc2023(folder / f"data{k}.mat", ref, level=level) for k in range(1, 5)]
+        voltages = np.stack([ds.voltages for ds in recordings])
+        reference = np.stack([ds.reference for ds in recordings])
+        for name, labels in _classes(segs, voltages, reference, level).items():
+            out[name][level] = np.asarray(ktc_score(labels, truths))
+    return out
 
 
 def main(argv=None):
@@ -148,11 +168,12 @@ def main(argv=None):
         segs["compare"] = dataclasses.replace(segs["model"], class_bias=(0.0, 0.0, 0.0))
     compared = "compare" in segs
     t0 = time.perf_counter()
-    targets = {k: ({lv: np.full(4, np.nan) for lv in range(1, 8)} if args.skip_targets
-                   else _target_scores(seg, folder, ref)) for k, seg in segs.items()}
-    seconds = (time.perf_counter() - t0) / (28 * len(segs))
+    targets = ({k: {lv: np.full(4, np.nan) for lv in range(1, 8)} for k in segs} if args.skip_targets
+               else _target_scores(segs, folder, ref))
+    seconds = (time.perf_counter() - t0) / (28 * len({id(seg.params) for seg in segs.values()}))
     held = {name: held_out_tanks(cfg, args.n_sim, ref, args.sim_dir) for name, cfg in sims.items()}
-    sim_scores = {(k, name): _sim_scores(seg, sim, args.n_sim) for k, seg in segs.items() for name, sim in held.items()}
+    sim_scores = {(k, name): by_level for name, sim in held.items()
+                  for k, by_level in _sim_scores(segs, sim, args.n_sim).items()}
 
     rows, means = [], []
     for level in range(1, 8):

@@ -412,14 +412,14 @@ def fit_class_bias(logits, truth, *, grid=BIAS_GRID, sweeps: int = 2, chunk: int
     grid = tuple(float(g) for g in grid)
     if 0.0 not in grid:
         raise ValueError(f"fit_class_bias: the grid must contain 0 (the plain argmax), got {grid}")
+    chunks = [(jnp.asarray(logits[i:i + chunk], jnp.float32), jnp.asarray(truth[i:i + chunk]))
+              for i in range(0, len(truth), chunk)]          # converted once, scored for every pair
     table: dict = {}
 
     def mean_score(pair):
         if pair not in table:
-            table[pair] = float(np.mean(np.concatenate([
-                np.asarray(_score_batch(jnp.asarray(logits[i:i + chunk], jnp.float32),
-                                        jnp.asarray(truth[i:i + chunk]), jnp.asarray((0.0, *pair))))
-                for i in range(0, len(truth), chunk)])))
+            bias = jnp.asarray((0.0, *pair))
+            table[pair] = float(np.mean(np.concatenate([np.asarray(_score_batch(lg, tr, bias)) for lg, tr in chunks])))
         return table[pair]
 
     best = (0.0, 0.0)
