@@ -70,9 +70,9 @@ def held_out_tanks(config: KTCSimConfig, n: int, ref: Path, root: Path) -> dict:
     return simulated_tanks(config, n, HELD_OUT_SEED, ref, root)
 
 
-def _level_indices(n: int) -> dict:
-    """level → the tanks scored at that level: tank i at level i % 7 + 1."""
-    return {level: np.arange(level - 1, n, 7) for level in range(1, 8)}
+def _level_indices(n: int, levels=range(1, 8)) -> dict:
+    """level → the tanks scored at that level (of ``levels``): tank i at level i % 7 + 1."""
+    return {level: np.arange(level - 1, n, 7) for level in levels}
 
 
 def _fit_bias(seg: Segmenter, n: int, ref: Path, root: Path, workdir: Path) -> Segmenter:
@@ -80,17 +80,19 @@ def _fit_bias(seg: Segmenter, n: int, ref: Path, root: Path, workdir: Path) -> S
     ``workdir/segmenter.json`` and return the segmenter that uses them."""
     sim = simulated_tanks(KTCSimConfig(), n, VALIDATION_SEED, ref, root)
     fingerprint = dataclasses.replace(KTCSimConfig(), seed=VALIDATION_SEED).fingerprint()
-    per_level = _level_indices(n)
+    per_level = _level_indices(n, seg.config.levels)
     logits = np.concatenate([seg.logits(sim["voltages"][idx], sim["reference"][idx], level)
                              for level, idx in per_level.items()])
     bias, table = fit_class_bias(logits, sim["truth"][np.concatenate(list(per_level.values()))])
+    used = len(logits)      # a one-level model: only its level's seventh of the n tanks
     write_class_bias(workdir, bias, {
-        "chosen_on": f"{n} simulated validation tanks (KTCSimConfig defaults, fingerprint {fingerprint}, "
-                     f"seed {VALIDATION_SEED}; each level on its seventh), by the mean official score",
+        "chosen_on": f"{used} simulated validation tanks (KTCSimConfig defaults, fingerprint {fingerprint}, "
+                     f"seed {VALIDATION_SEED}; each level on its seventh; levels {tuple(per_level)}), by the "
+                     "mean official score",
         "mean_score_plain_argmax": table[(0.0, 0.0)], "mean_score": table[tuple(bias[1:])],
         "tried": {f"{a:g},{b:g}": round(v, 5) for (a, b), v in table.items()},
         "command": "python benchmarks/ktc_segmenter.py --fit-bias " + str(n)})
-    print(f"[fit-bias] offsets {bias} on {n} validation tanks: mean score {table[(0.0, 0.0)]:.4f} → "
+    print(f"[fit-bias] offsets {bias} on {used} validation tanks: mean score {table[(0.0, 0.0)]:.4f} → "
           f"{table[tuple(bias[1:])]:.4f}", flush=True)
     return dataclasses.replace(seg, class_bias=bias)
 
@@ -106,20 +108,20 @@ def _classes(segs: dict, voltages, reference, level: int) -> dict:
     return out
 
 
-def _sim_scores(segs: dict, sim: dict, n: int) -> dict:
+def _sim_scores(segs: dict, sim: dict, n: int, levels) -> dict:
     """name → level → official scores of each segmenter on that level's seventh of the tanks."""
     out = {name: {} for name in segs}
-    for level, idx in _level_indices(n).items():
+    for level, idx in _level_indices(n, levels).items():
         for name, labels in _classes(segs, sim["voltages"][idx], sim["reference"][idx], level).items():
             out[name][level] = np.asarray(ktc_score(labels, sim["truth"][idx]))
     return out
 
 
-def _target_scores(segs: dict, folder: Path, ref: Path) -> dict:
+def _target_scores(segs: dict, folder: Path, ref: Path, levels) -> dict:
     """name → level → official scores of each segmenter on the 4 public targets."""
     truths = np.stack([load_ktc_truth(folder / f"true{k}.mat") for k in range(1, 5)])
     out = {name: {} for name in segs}
-    for level in range(1, 8):
+    for level in levels:
         recordings = [load_ktc2023(folder / f"data{k}.mat", ref, level=level) for k in range(1, 5)]
         voltages = np.stack([ds.voltages for ds in recordings])
         reference = np.stack([ds.reference for ds in recordings])
@@ -161,6 +163,10 @@ def main(argv=None):
             sys.exit(f"--sim-config {item!r}: give NAME=JSON of KTCSimConfig fields ({err})")
     models = {"model": args.workdir} | ({"compare": args.compare} if args.compare else {})
     segs = {k: Segmenter.load(v, reference=ref) for k, v in models.items()}
+    # a one-level model is scored at its level only, and so is the model it is compared with
+    levels = sorted(set.intersection(*(set(seg.config.levels) for seg in segs.values())))
+    if not levels:
+        sys.exit("the two segmenters share no level: compare models trained at a common level")
     if args.fit_bias:
         segs["model"] = _fit_bias(segs["model"], args.fit_bias, ref, args.val_dir, args.workdir)
     compare_label = f"`{_shown(args.compare)}`" if args.compare else "plain argmax"
@@ -168,28 +174,28 @@ def main(argv=None):
         segs["compare"] = dataclasses.replace(segs["model"], class_bias=(0.0, 0.0, 0.0))
     compared = "compare" in segs
     t0 = time.perf_counter()
-    targets = ({k: {lv: np.full(4, np.nan) for lv in range(1, 8)} for k in segs} if args.skip_targets
-               else _target_scores(segs, folder, ref))
-    seconds = (time.perf_counter() - t0) / (28 * len({id(seg.params) for seg in segs.values()}))
+    targets = ({k: {lv: np.full(4, np.nan) for lv in levels} for k in segs} if args.skip_targets
+               else _target_scores(segs, folder, ref, levels))
+    seconds = (time.perf_counter() - t0) / (4 * len(levels) * len({id(seg.params) for seg in segs.values()}))
     held = {name: held_out_tanks(cfg, args.n_sim, ref, args.sim_dir) for name, cfg in sims.items()}
     sim_scores = {(k, name): by_level for name, sim in held.items()
-                  for k, by_level in _sim_scores(segs, sim, args.n_sim).items()}
+                  for k, by_level in _sim_scores(segs, sim, args.n_sim, levels).items()}
 
     rows, means = [], []
-    for level in range(1, 8):
+    for level in levels:
         s = targets["model"][level]
         means.append(float(s.mean()))
         extra = [f"{targets['compare'][level].mean():.3f}"] if compared else []
         rows.append([level, *[f"{x:.3f}" for x in s], f"{s.mean():.3f}", *extra, f"{WINNERS[level - 1]:.3f}"])
     header = ["level", "target 1", "target 2", "target 3", "target 4", "mean"]
     header += ([f"mean of {compare_label}"] if compared else []) + ["winners (self-reported)"]
-    sum_line = f"Sum over levels: {sum(means):.2f}"
+    sum_line = f"Sum over levels {', '.join(map(str, levels))}: {sum(means):.2f}"
     if compared:
         sum_line += f" ({compare_label}: {sum(float(v.mean()) for v in targets['compare'].values()):.2f})"
     sim_sections = []
     for name, cfg in sims.items():
         srows = []
-        for level in list(range(1, 8)) + ["all"]:
+        for level in levels + ["all"]:
             pick = (lambda d: np.concatenate(list(d.values()))) if level == "all" else (lambda d, lv=level: d[lv])
             a = pick(sim_scores[("model", name)])
             row = [level, len(a), fmt_ci(a)]
@@ -219,7 +225,7 @@ def main(argv=None):
         *([] if args.skip_targets else [
             "## The 4 public training targets (official score; never used for training or for settings)", "",
             markdown_table(header, rows), "",
-            f"{sum_line} (winners' means: {sum(WINNERS):.2f}). "
+            f"{sum_line} (winners' means: {sum(WINNERS[lv - 1] for lv in levels):.2f}). "
             f"{seconds:.2f} s per target (segmentation only; the linearised operators are set up once).", ""]),
         *sim_sections])
     atomic_write_text(args.out, text)

@@ -50,6 +50,31 @@ def test_tiny_segmenter_trains_resumes_and_segments(tmp_path):
     with pytest.raises(ValueError, match="another network"):
         train_segmenter(sim, tmp_path / "d", reference=ref, progress=False, log=None,
                         config=dataclasses.replace(TINY, base_channels=4, init_from=str(tmp_path / "a")))
+    # a one-level model: trained and usable at its level only; another level is refused, not guessed
+    train_segmenter(sim, tmp_path / "e", reference=ref, progress=False, log=None,
+                    config=dataclasses.replace(TINY, steps=2, levels=(3,), init_from=str(tmp_path / "a")))
+    one = Segmenter.load(tmp_path / "e", reference=ref)
+    assert one.config.levels == (3,) and one.segment(data["voltages"][:1], data["reference"][:1], 3).shape == (1, 256, 256)
+    with pytest.raises(ValueError, match=r"trained at levels \(3,\), not at level 4"):
+        one.segment(data["voltages"][:1], data["reference"][:1], 4)
+    with pytest.raises(ValueError, match=r"trained at levels \(3,\), not at \[1\]"):
+        Segmenter.load(tmp_path / "e", reference=ref, levels=(1, 3))
+
+
+def test_batch_levels_come_from_the_config(monkeypatch):
+    """All levels: the per-step draw of the runs that made the shipped weights (so they resume exactly);
+    one level: only that level. Bad level sets are refused."""
+    from jaxeit.realdata import ktc_segmenter
+
+    monkeypatch.setattr(ktc_segmenter, "_batch", lambda data, features, idx, levels: levels)
+    data = {"truth": np.zeros((10, 1))}
+    every = ktc_segmenter._Batches(data, None, 4, seed=5)
+    for step in range(6):
+        np.testing.assert_array_equal(every(step), np.random.default_rng([5, 1, step]).integers(1, 8, 4))
+    assert set(np.concatenate([ktc_segmenter._Batches(data, None, 4, 5, levels=(6,))(s) for s in range(4)])) == {6}
+    for bad in ((), (0,), (2, 2), (8,), 1):
+        with pytest.raises(ValueError, match="levels must be distinct challenge levels"):
+            SegmenterConfig(levels=bad)
 
 
 def test_unet_method_uses_the_shipped_segmenter(tmp_path, monkeypatch):

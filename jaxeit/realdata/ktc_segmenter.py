@@ -83,6 +83,7 @@ class SegmenterConfig:
     n_val: int = 256                 # the last n_val simulated samples: validation, never trained on
     seed: int = 0
     init_from: str = ""              # a segmenter folder whose EMA weights start the run ("" = random)
+    levels: tuple = tuple(KTC_LEVELS)  # the levels it is trained at (and may be used at): all, or one level's model
     checkpoint_every: int = 100
     log_every: int = 10
     eval_every: int = 250
@@ -94,6 +95,10 @@ class SegmenterConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"SegmenterConfig: {name} must be an integer >= 1, got {value!r}")
+        levels = tuple(self.levels) if isinstance(self.levels, (tuple, list, range)) else ()
+        if not levels or len(set(levels)) != len(levels) or not set(levels) <= set(KTC_LEVELS):
+            raise ValueError(f"SegmenterConfig: levels must be distinct challenge levels {tuple(KTC_LEVELS)}, e.g. "
+                             f"(1,) for a level-1 model, got {self.levels!r}")
         self.unet_config()   # the U-Net's own checks
 
     def unet_config(self) -> UNetConfig:
@@ -170,11 +175,12 @@ def _loss_fn(unet_config: UNetConfig):
 # -- data -----------------------------------------------------------------------------------
 
 class _Batches:
-    """Batch ``s`` of a run: samples from a seeded per-epoch permutation, one level per sample from
-    ``default_rng([seed, 1, s])``; features computed on the fly (a few ms per batch)."""
+    """Batch ``s`` of a run: samples from a seeded per-epoch permutation, one level per sample drawn
+    from ``levels`` with ``default_rng([seed, 1, s])``; features computed on the fly (a few ms per batch)."""
 
-    def __init__(self, data: dict, features: LinearisedInputs, batch_size: int, seed: int):
+    def __init__(self, data: dict, features: LinearisedInputs, batch_size: int, seed: int, levels=KTC_LEVELS):
         self.data, self.features, self.batch_size, self.seed = data, features, batch_size, seed
+        self.levels = np.asarray(levels)
         self.n = len(data["truth"])
         if self.n < batch_size:
             raise ValueError(f"{self.n} training samples are fewer than one batch of {batch_size}")
@@ -186,9 +192,8 @@ class _Batches:
         if self._perm[0] != epoch:
             self._perm = (epoch, np.random.default_rng([self.seed, 0, epoch]).permutation(self.n))
         idx = np.sort(self._perm[1][pos * self.batch_size:(pos + 1) * self.batch_size])
-        levels = np.random.default_rng([self.seed, 1, int(step)]).integers(min(KTC_LEVELS), max(KTC_LEVELS) + 1,
-                                                                           len(idx))
-        return _batch(self.data, self.features, idx, levels)
+        choice = np.random.default_rng([self.seed, 1, int(step)]).integers(0, len(self.levels), len(idx))
+        return _batch(self.data, self.features, idx, self.levels[choice])
 
 
 def _batch(data: dict, features: LinearisedInputs, idx, levels) -> dict:
@@ -233,8 +238,10 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
     workdir.mkdir(parents=True, exist_ok=True)
     train_data, val_data = _split(load_ktc_simulation(data_root), config.n_val)
     ref = load_ktc_reference(resolve_data_path(reference))
-    log(f"[segmenter] linearised inputs: calibrating and forming the operators of levels 1-7 (h = {config.mesh_h} m)")
-    features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size)
+    levels = tuple(config.levels)
+    log(f"[segmenter] linearised inputs: calibrating and forming the operators of levels "
+        f"{', '.join(map(str, levels))} (h = {config.mesh_h} m)")
+    features = LinearisedInputs.build(ref, h=config.mesh_h, size=config.image_size, levels=levels)
     graphdef = _graphdef(config.unet_config())
     opt = config.optimizer()
     ckpt = Checkpointer(workdir / CHECKPOINT_NAME, config.to_dict(), mutable=_RESUMABLE_FIELDS)
@@ -254,9 +261,9 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
         log(f"[segmenter] resumed at step {int(state.step)} ({wall / 60:.1f} min so far)")
 
     step = training.make_train_step(_loss_fn(config.unet_config()), opt)
-    batches = _Batches(train_data, features, config.batch_size, config.seed)
+    batches = _Batches(train_data, features, config.batch_size, config.seed, levels)
     key = jax.random.PRNGKey(config.seed)
-    val_levels = np.arange(len(val_data["truth"])) % 7 + 1          # every level, fixed
+    val_levels = np.asarray(levels)[np.arange(len(val_data["truth"])) % len(levels)]   # each level in turn, fixed
     val_batches = [_batch(val_data, features, np.arange(i, min(i + config.batch_size, len(val_levels))),
                           val_levels[i:i + config.batch_size]) for i in range(0, len(val_levels), config.batch_size)]
     val_loss = jax.jit(lambda p, b: segmenter_loss(graphdef, p, b)[0])
@@ -328,12 +335,13 @@ class Segmenter:
     class_bias: tuple = (0.0, 0.0, 0.0)
 
     @classmethod
-    def load(cls, folder=None, *, reference="ktc2023/training/ref.mat", levels=KTC_LEVELS,
+    def load(cls, folder=None, *, reference="ktc2023/training/ref.mat", levels=None,
              calibration=None, calibration_mesh=None) -> "Segmenter":
         """The exported weights of a :func:`train_segmenter` run in ``folder`` (default: the shipped
         segmenter). ``reference`` — the empty tank's ``ref.mat`` path or an :class:`~jaxeit.io.EITDataset`
         with its ``reference`` voltages — sets up the linearised inputs (its calibration) of ``levels``
-        (one level sets up in a seventh of the time); ``calibration`` of that tank skips calibrating. A
+        (default: every level the model was trained at; one level sets up in a seventh of the time);
+        ``calibration`` of that tank skips calibrating. A
         calibration fitted on ``calibration_mesh`` other than the segmenter's mesh (``ktc_mesh(config.mesh_h)``)
         is not used: the tank is calibrated again on the segmenter's mesh."""
         folder = Path(SHIPPED if folder is None else folder)
@@ -343,6 +351,12 @@ class Segmenter:
             raise ValueError(f"no trained segmenter (segmenter.npz): {where}; train one with "
                              "jaxeit.realdata.ktc_segmenter.train_segmenter (docs/training.md)")
         config = SegmenterConfig.from_dict(training.read_meta(path)["config"])
+        levels = tuple(config.levels) if levels is None else tuple(levels)
+        untrained = sorted(set(levels) - set(config.levels))
+        if untrained:
+            raise ValueError(f"the segmenter in {folder} was trained at levels {tuple(config.levels)}, not at "
+                             f"{untrained}: a learned model gives a silently wrong image at a level it has not "
+                             "seen; use a segmenter trained at that level (e.g. the shipped one, all levels)")
         params, _ = training.load_arrays(path, _abstract(config.unet_config())[1])
         ref = reference if isinstance(reference, EITDataset) else load_ktc_reference(resolve_data_path(reference))
         if calibration_mesh is not None and calibration_mesh != ktc_mesh(h=config.mesh_h):
@@ -358,6 +372,9 @@ class Segmenter:
 
     def logits(self, voltages, reference, level: int) -> np.ndarray:
         """(..., 256, 256, 3) class logits in the truth frame."""
+        if level not in tuple(self.config.levels):
+            raise ValueError(f"this segmenter was trained at levels {tuple(self.config.levels)}, not at level "
+                             f"{level!r}: use a segmenter trained at that level (e.g. the shipped one, all levels)")
         x = self.features(voltages, reference, level)
         single = x.ndim == 3
         x = normalise_features(x[None] if single else x)
