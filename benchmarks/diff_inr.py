@@ -131,15 +131,25 @@ def _key(stage, name, weight, case, snr, iterations):
     return f"{stage}|{name}|{w}|{case.family}|{case.index}|{snr:g}|{it}"
 
 
-def sweep_table(cache, names):
-    """{name: [(weight, objective, SSIM, CC, diverged, n)]} over the validation records."""
+INR_METHODS = ("INR+TV", "Diff-INR")
+
+
+def iterations_of(record) -> int:
+    """The INR iteration count a record was made with (0 for the other methods): the key's last field."""
+    return int(record["key"].rsplit("|", 1)[1])
+
+
+def sweep_table(cache, names, iterations: int = 600):
+    """{name: [(weight, objective, SSIM, CC, diverged, n)]} over the validation records (the INR methods'
+    at ``iterations``)."""
     out = {}
     for name in names:
         rows = []
         for m in LADDER:
             w = METHODS[name][2] * m
             recs = [r for r in cache.rows.values() if r["stage"] == "sweep" and r["method"] == name
-                    and math.isclose(r["weight"], w, rel_tol=1e-6)]
+                    and math.isclose(r["weight"], w, rel_tol=1e-6)
+                    and iterations_of(r) == (iterations if name in INR_METHODS else 0)]
             if not recs:
                 continue
             obj = float(np.mean([(r["SSIM"] + r["CC"]) / 2 for r in recs]))
@@ -157,7 +167,7 @@ def sweep(name, cases, problem, cache, *, iterations, deadline, log) -> bool:
         if not evaluate("sweep", weights, cases, SWEEP_SNRS, "val", problem, cache, iterations=iterations,
                         deadline=deadline, log=log):
             return False
-        best = chosen_weights(cache, [name])[name] / METHODS[name][2]
+        best = chosen_weights(cache, [name], iterations)[name] / METHODS[name][2]
         i = LADDER.index(min(LADDER, key=lambda m: abs(math.log(m / best))))
         lo, hi = LADDER.index(multipliers[0]), LADDER.index(multipliers[-1])
         if extension == MAX_EXTENSIONS or lo < i < hi:
@@ -170,14 +180,15 @@ def sweep(name, cases, problem, cache, *, iterations, deadline, log) -> bool:
     return True
 
 
-def chosen_weights(cache, names):
-    table = sweep_table(cache, names)
+def chosen_weights(cache, names, iterations: int = 600):
+    table = sweep_table(cache, names, iterations)
     return {n: max(rows, key=lambda r: r[1])[0] for n, rows in table.items() if rows}
 
 
 def report(cache, names, args, problem) -> str:
-    test = [r for r in cache.rows.values() if r["stage"] == "test"]
-    chosen = chosen_weights(cache, names)
+    every_test = [r for r in cache.rows.values() if r["stage"] == "test"]
+    test = [r for r in every_test if r["method"] not in INR_METHODS or iterations_of(r) == args.iterations]
+    chosen = chosen_weights(cache, names, args.sweep_iterations)
     lines = [machine_header("Diff-INR on a fair, independent test protocol"), P.__doc__.split("\n\n", 1)[1], ""]
     lines += [f"Inverse mesh: {problem.coarse.n_elements} elements (h = {P.H_INVERSE} R); data mesh: "
               f"{problem.fine.n_nodes} nodes (h = {P.H_FINE} R). INR methods: {args.iterations} iterations.", ""]
@@ -186,12 +197,12 @@ def report(cache, names, args, problem) -> str:
               f"extended by one step past an edge optimum (at most {MAX_EXTENSIONS} times, the same rule for every "
               "method).", ""]
     rows = []
-    for name, recs in sweep_table(cache, names).items():
+    for name, recs in sweep_table(cache, names, args.sweep_iterations).items():
         for w, obj, ssim, cc, div, n in recs:
             rows.append([name, f"{w:.3g}" + (" **chosen**" if math.isclose(w, chosen.get(name, -1)) else ""),
                          f"{obj:.3f}", f"{ssim:.3f}", f"{cc:.3f}", div, n])
     lines += [markdown_table(["method", "weight", "objective", "SSIM", "CC", "diverged", "cases"], rows), ""]
-    table = sweep_table(cache, names)
+    table = sweep_table(cache, names, args.sweep_iterations)
     edge = [n for n, w in chosen.items() if table[n] and (math.isclose(w, table[n][0][0]) or math.isclose(w, table[n][-1][0]))]
     if edge:
         lines += [f"At the edge of the sweep grid (the optimum may lie beyond it): {', '.join(edge)}.", ""]
@@ -265,15 +276,67 @@ def report(cache, names, args, problem) -> str:
             and name in chosen and math.isclose(r["weight"], chosen[name], rel_tol=1e-6)]
         if recs:
             med = float(np.median([r["seconds"] for r in recs]))
-            per_it = f"{1e3 * med / args.iterations:.1f}" if name in ("INR+TV", "Diff-INR") else "–"
+            per_it = f"{1e3 * med / args.iterations:.1f}" if name in INR_METHODS else "–"
             rows.append([name, len(recs), f"{med:.2f}", per_it])
     lines += [markdown_table(["method", "runs", "s / reconstruction", "ms / iteration"], rows), ""]
+    for its in sorted({iterations_of(r) for r in every_test if r["method"] in INR_METHODS} - {args.iterations}):
+        lines += other_iterations_lines(every_test, its, args)
     return "\n".join(lines)
 
 
-def acceptance_lines(test) -> list[str]:
+def other_iterations_lines(every_test, iterations: int, args) -> list[str]:
+    """Section 6: the INR methods' test records at another iteration count, paired to TV on the same cases."""
+    recs = [r for r in every_test if r["method"] == "TV"
+            or (r["method"] in INR_METHODS and iterations_of(r) == iterations)]
+    lines = [f"## 6. The INR methods at {iterations} iterations (test split)", "",
+             f"The same test cases with INR+TV and Diff-INR run for {iterations} iterations instead of "
+             f"{args.iterations}, at the weights the sweep chose at {args.sweep_iterations} (nothing re-chosen on "
+             "the test split); the iteration count comes from the validation ablation "
+             "(`sds_ablation.py`: 'iterations × 2'). TV as in section 2; Δ = paired difference to TV, 95 % CI.", ""]
+    rows = []
+    for snr in TEST_SNRS:
+        tv = {(r["family"], r["index"]): r for r in recs if r["method"] == "TV" and r["snr"] == snr}
+        for name in INR_METHODS:
+            mine = [r for r in recs if r["method"] == name and r["snr"] == snr and (r["family"], r["index"]) in tv]
+            if not mine:
+                continue
+            pairs = [(r, tv[(r["family"], r["index"])]) for r in mine]
+            m_cc, h_cc = P.mean_ci([a["CC"] - b["CC"] for a, b in pairs])
+            rows.append([f"{snr:g}", name, len(mine), P.fmt_ci([r["SSIM"] for r in mine]),
+                         P.fmt_ci([r["CC"] for r in mine]), P.fmt_ci([r["RE"] for r in mine]),
+                         P.fmt_ci([a["SSIM"] - b["SSIM"] for a, b in pairs]), f"{m_cc:+.3f} ± {h_cc:.3f}",
+                         sum(r["diverged"] for r in mine), f"{np.median([r['seconds'] for r in mine]):.1f}"])
+    if not rows:
+        return []
+    lines += [markdown_table(["SNR", "method", "cases", "SSIM", "CC", "RE", "ΔSSIM to TV", "ΔCC to TV", "diverged",
+                              "median s"], rows), ""]
+    snrs = {r["snr"] for r in recs if r["method"] in INR_METHODS}
+    fam_rows = []
+    for fam in P.FAMILIES:
+        row = [fam]
+        for name in ("TV",) + INR_METHODS:
+            vals = [r["SSIM"] for r in recs if r["method"] == name and r["family"] == fam and r["snr"] in snrs]
+            row.append(f"{np.mean(vals):.3f} ({len(vals)})" if vals else "–")
+        fam_rows.append(row)
+    lines += [f"Mean SSIM per family at {', '.join(f'{x:g}' for x in sorted(snrs, reverse=True))} dB (runs):", "",
+              markdown_table(["family", "TV", f"INR+TV ({iterations} it.)", f"Diff-INR ({iterations} it.)"], fam_rows),
+              ""]
+    thorax = {name: [r["SSIM"] for r in recs if r["method"] == name and r["family"] == "thorax" and r["snr"] in snrs]
+              for name in ("TV",) + INR_METHODS}
+    if all(thorax.values()):
+        m = {k: float(np.mean(v)) for k, v in thorax.items()}
+        ok = m["Diff-INR"] > m["INR+TV"] > m["TV"]
+        lines += [f"Thorax at {', '.join(f'{s:g}' for s in sorted(snrs, reverse=True))} dB, mean SSIM: Diff-INR "
+                  f"{m['Diff-INR']:.3f}, INR+TV {m['INR+TV']:.3f}, TV {m['TV']:.3f}: the paper's order "
+                  f"{'holds' if ok else 'does not hold'}.", ""]
+    lines += acceptance_lines(recs, f"Acceptance with Diff-INR at {iterations} iterations (paired to TV):")
+    return lines
+
+
+def acceptance_lines(test, title: str = "## 4b. Acceptance at 50 and 40 dB (Diff-INR against TV, paired)"
+                     ) -> list[str]:
     """The issue's acceptance at 50 and 40 dB, from the test records (paired to TV on the same cases)."""
-    lines = ["## 4b. Acceptance at 50 and 40 dB (Diff-INR against TV, paired)", ""]
+    lines = [title, ""]
     rows = []
     for snr in (50.0, 40.0):
         tv = {(r["family"], r["index"]): r for r in test if r["method"] == "TV" and r["snr"] == snr}
@@ -292,7 +355,8 @@ def acceptance_lines(test) -> list[str]:
     return lines
 
 
-def figure(problem, cache, names, path, *, iterations: int, snr: float = 50.0, index: int = 0):
+def figure(problem, cache, names, path, *, iterations: int, sweep_iterations: int, snr: float = 50.0,
+           index: int = 0):
     """One validation case per family, every method at its chosen weight: ``path`` (PNG).
 
     Validation cases only (the test split is for the numbers): a picture of what the scores measure.
@@ -301,7 +365,7 @@ def figure(problem, cache, names, path, *, iterations: int, snr: float = 50.0, i
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    chosen = chosen_weights(cache, names)
+    chosen = chosen_weights(cache, names, sweep_iterations)
     cases = [P.make_cases(problem, "val", fam, index + 1)[index] for fam in P.FAMILIES]
     cols = ["truth"] + [n for n in names if n in chosen]
     fig, axes = plt.subplots(len(cases), len(cols), figsize=(2.2 * len(cols), 2.3 * len(cases)), squeeze=False)
@@ -335,6 +399,10 @@ def main(argv=None) -> int:
     ap.add_argument("--n-val", type=int, default=5, help="validation cases per family")
     ap.add_argument("--n-test", type=int, default=30, help="test cases per family")
     ap.add_argument("--iterations", type=int, default=600, help="INR / Diff-INR iterations")
+    ap.add_argument("--sweep-iterations", type=int, default=None,
+                    help="the INR iterations of the sweep whose chosen weights the test stage uses (default: "
+                         "--iterations); e.g. --iterations 1200 --sweep-iterations 600 tests the INR methods "
+                         "at 1200 iterations with the weights chosen at 600, reported in a section of its own")
     ap.add_argument("--max-minutes", type=float, default=None, help="stop (resumably) after this long")
     ap.add_argument("--snrs", default=",".join(f"{s:g}" for s in TEST_SNRS),
                     help="test-stage SNRs in dB, run in this order (a subset runs first; the report needs all)")
@@ -349,6 +417,8 @@ def main(argv=None) -> int:
         ap.error(f"unknown methods {sorted(unknown)}; choose from {sorted(METHODS)}")
     if args.quick:
         args.n_val, args.n_test, args.iterations = 2, 2, 100
+    if args.sweep_iterations is None:
+        args.sweep_iterations = args.iterations
     deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
     cache = Cache(P.cache_dir() / "quick.jsonl" if args.quick else args.records)
     problem = P.tank_problem()
@@ -361,7 +431,7 @@ def main(argv=None) -> int:
             if not finished:
                 break
     if finished and args.stage in ("test", "all"):
-        chosen = chosen_weights(cache, names)
+        chosen = chosen_weights(cache, names, args.sweep_iterations)
         missing = [n for n in names if n not in chosen]
         if missing:
             log(f"[test] no sweep results for {missing}: run the sweep stage first")
@@ -375,7 +445,8 @@ def main(argv=None) -> int:
                             "test", problem, cache, iterations=args.iterations, deadline=deadline, log=log)
     if args.stage == "figure":
         out = args.out.with_name("diff_inr_validation_cases.png")
-        print(figure(problem, cache, names, out, iterations=args.iterations))
+        print(figure(problem, cache, names, out, iterations=args.iterations,
+                     sweep_iterations=args.sweep_iterations))
         return 0
     if args.stage in ("report", "all"):
         text = report(cache, names, args, problem)

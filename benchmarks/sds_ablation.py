@@ -12,6 +12,11 @@ Resumable like ``diff_inr.py`` (one JSON line per reconstruction in ``--records`
 
     python benchmarks/sds_ablation.py [--n-val 5] [--max-minutes 120] [--prior NAME]
     python benchmarks/sds_ablation.py --quick        # 1 case per family, 60 iterations (smoke run)
+    # the iteration count at the swept λ_sds (-> sds_ablation_iterations.md), and the thorax alone
+    python benchmarks/sds_ablation.py --n-val 3 --sds-weight 9e-4 --variants 0,19 \
+        --out benchmarks/results/sds_ablation_iterations.md
+    python benchmarks/sds_ablation.py --families thorax --n-val 3 --sds-weight 9e-4 \
+        --variants 0,6,7,11,20,21,19,1,4 --out benchmarks/results/sds_ablation_thorax.md
 """
 
 from __future__ import annotations
@@ -28,7 +33,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import _protocol as P  # noqa: E402
 from _common import RESULTS, machine_header, markdown_table  # noqa: E402
-from diff_inr import Cache  # noqa: E402
+from diff_inr import INR_METHODS, Cache, chosen_weights, iterations_of  # noqa: E402
 
 from jaxeit.io_utils import atomic_write_text  # noqa: E402
 from jaxeit.priors import load_pretrained  # noqa: E402
@@ -57,7 +62,33 @@ VARIANTS = (
     ("lr × 1/2", {"learning_rate": "×0.5"}),
     ("iterations × 1/2", {"max_iter": "×0.5"}),
     ("iterations × 2", {"max_iter": "×2"}),
+    ("TV weight × 10", {"tv_weight": "×10"}),
+    ("κ = 0.1", {"kappa": 0.1}),
 )
+#: the base's Adam iterations: the count the ablation ran at ("iterations × 2" made 1,200 Diff-INR's default)
+ABLATION_ITERATIONS = 600
+#: λ_sds of the records made before the main-weight sweep of diff_inr.py (their keys do not hold it)
+LEGACY_SDS_WEIGHT = 3e-3
+#: rows of other methods on the same cases, read from the protocol's sweep records at their chosen weights
+REFERENCES = ("TV", "INR+TV")
+
+
+def reference_rows(case_ids: set, iterations: int) -> dict:
+    """{'<method> (reference)': {(family, index, snr): record}}: the protocol's validation sweep records of
+    :data:`REFERENCES` at their chosen weights, on ``case_ids`` (empty where the sweep has not run)."""
+    path = RESULTS / "diff_inr_records.jsonl"
+    if not path.exists():
+        return {}
+    cache = Cache(path)
+    chosen = chosen_weights(cache, list(REFERENCES))
+    out = {}
+    for r in cache.rows.values():
+        name = r.get("method")
+        if (r.get("stage") == "sweep" and name in chosen and math.isclose(r["weight"], chosen[name], rel_tol=1e-6)
+                and (r["family"], r["index"]) in case_ids
+                and iterations_of(r) == (iterations if name in INR_METHODS else 0)):
+            out.setdefault(f"{name} (reference)", {})[(r["family"], r["index"], r["snr"])] = r
+    return out
 
 
 def options(base: dict, change: dict) -> dict:
@@ -75,8 +106,13 @@ def main(argv=None) -> int:
     ap.add_argument("--max-minutes", type=float, default=None)
     ap.add_argument("--quick", action="store_true", help="1 case per family, 60 iterations, own records")
     ap.add_argument("--variants", default=None,
-                    help="run only these variants (comma-separated numbers of the list, 0 = base); the table "
-                         "shows every variant with records")
+                    help="run and show only these variants (comma-separated numbers of the list, 0 = base); "
+                         "without it the table shows every variant with records on these cases")
+    ap.add_argument("--families", default=",".join(P.FAMILIES),
+                    help="comma-separated phantom families of the validation split (default: all four)")
+    ap.add_argument("--sds-weight", type=float, default=LEGACY_SDS_WEIGHT,
+                    help="λ_sds of the base (default 3e-3, the base of the first ablation; the package "
+                         "default since the main-weight sweep is 9e-4)")
     ap.add_argument("--records", type=Path, default=RESULTS / "sds_ablation_records.jsonl")
     ap.add_argument("--out", type=Path, default=RESULTS / "sds_ablation.md")
     args = ap.parse_args(argv)
@@ -85,22 +121,30 @@ def main(argv=None) -> int:
     prior = load_pretrained(args.prior) if args.prior else load_pretrained()
     d = DiffINR()
     base = {"t_range": d.t_range, "t_schedule": d.t_schedule, "weighting": d.weighting, "n_draws": d.n_draws,
-            "sds_weight": 3e-3,   # the default when these records were made (the key does not hold it)
+            "sds_weight": args.sds_weight,
             "weight_schedule": d.weight_schedule, "kappa": d.kappa,
             "tv_weight": d.tv_weight, "min_range": d.min_range, "clip_denoised": d.clip_denoised,
-            "learning_rate": d.learning_rate, "max_iter": 60 if args.quick else d.max_iter}
+            "learning_rate": d.learning_rate, "max_iter": 60 if args.quick else ABLATION_ITERATIONS}
     n_val = 1 if args.quick else args.n_val
     cache = Cache(P.cache_dir() / "sds_ablation_quick.jsonl" if args.quick else args.records)
     problem = P.tank_problem()
-    cases = [c for fam in P.FAMILIES for c in P.make_cases(problem, "val", fam, n_val)]
-    deadline = time.time() + 60 * args.max_minutes if args.max_minutes else math.inf
+    families = [f for f in args.families.split(",") if f]
+    unknown = sorted(set(families) - set(P.FAMILIES))
+    if unknown:
+        ap.error(f"unknown families {unknown}; choose from {', '.join(P.FAMILIES)}")
+    cases = [c for fam in families for c in P.make_cases(problem, "val", fam, n_val)]
+    case_ids = {(c.family, c.index) for c in cases}
+    deadline = time.time() + 60 * args.max_minutes if args.max_minutes is not None else math.inf
     # the prior's name and training steps: a later export of the same run gets its own records
     prior_name = f"{prior.name}@{prior.provenance.get('steps', '?')}"
     chosen = VARIANTS if args.variants is None else [VARIANTS[int(i)] for i in args.variants.split(",")]
     todo = [(name, change, c, snr) for c in cases for snr in SNRS for name, change in chosen]
+    # the key holds λ_sds only where it differs from the first ablation's, so those records stay valid
+    suffix = f"|{base['max_iter']}" + ("" if base["sds_weight"] == LEGACY_SDS_WEIGHT
+                                       else f"|sds{base['sds_weight']:g}")
     t0, done = time.perf_counter(), 0
     for name, change, case, snr in todo:
-        key = f"{prior_name}|{name}|{case.family}|{case.index}|{snr:g}|{base['max_iter']}"
+        key = f"{prior_name}|{name}|{case.family}|{case.index}|{snr:g}{suffix}"
         if cache.get(key) is not None:
             continue
         if time.time() > deadline:
@@ -120,11 +164,14 @@ def main(argv=None) -> int:
               flush=True)
     rows = []
     by = {}
-    for r in cache.rows.values():   # this prior's runs at this iteration count only
-        if r["key"].startswith(f"{prior_name}|") and r["key"].endswith(f"|{base['max_iter']}"):
+    for r in cache.rows.values():   # this prior's runs at this base and iteration count, on these cases only
+        if (r["key"].startswith(f"{prior_name}|") and r["key"].endswith(suffix)
+                and (r["family"], r["index"]) in case_ids):
             by.setdefault(r["variant"], {})[(r["family"], r["index"], r["snr"])] = r
+    by.update(reference_rows(case_ids, base["max_iter"]))
     base_rows = by.get(VARIANTS[0][0], {})
-    for name, _ in VARIANTS:
+    shown = [v[0] for v in (VARIANTS if args.variants is None else chosen)]
+    for name in shown + [n for n in by if n not in {v[0] for v in VARIANTS}]:   # + the references
         recs = by.get(name, {})
         if not recs:
             continue
@@ -137,8 +184,10 @@ def main(argv=None) -> int:
                      f"{np.median([r['seconds'] for r in recs.values()]):.1f}"])
     text = "\n".join([
         machine_header("Diff-INR: SDS settings, one factor at a time (validation split)"),
-        f"Prior `{prior_name}`; base = the defaults {base}; {len(cases)} validation cases × {len(SNRS)} SNRs "
-        "per variant; Δ = paired difference to the base, mean ± 95 % CI.", "",
+        f"Prior `{prior_name}`; base = {base}; {len(cases)} validation cases "
+        f"({', '.join(families)}) × {len(SNRS)} SNRs per variant; Δ = paired difference to the base, mean ± 95 % "
+        "CI. Rows marked 'reference' are other methods on the same cases at the weights chosen by the "
+        "protocol's sweep (`diff_inr.py`, read from its records).", "",
         markdown_table(["variant", "runs", "SSIM", "CC", "ΔSSIM", "ΔCC", "diverged", "median s"], rows), ""])
     atomic_write_text(args.out if not args.quick else args.out.with_name("sds_ablation_quick.md"), text)
     print(text)
