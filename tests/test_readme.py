@@ -23,7 +23,8 @@ def test_readme_has_a_quick_start():
 @pytest.mark.parametrize("code", BLOCKS, ids=[f"block{i}" for i in range(len(BLOCKS))])
 def test_readme_python_block_runs(code, tmp_path):
     """Run a block in a subprocess (cwd: an empty folder); figures it writes must be PNG files."""
-    env = dict(os.environ, MPLBACKEND="Agg", JAXEIT_QUIET="1",
+    # a compilation cache of its own: the suite's parallel workers never read an entry another is writing
+    env = dict(os.environ, MPLBACKEND="Agg", JAXEIT_QUIET="1", JAXEIT_CACHE_DIR=str(tmp_path / "xla"),
                PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     t0 = time.perf_counter()
     proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env=env, capture_output=True, text=True,
@@ -67,7 +68,8 @@ def test_readme_command_line_runs(line, tmp_path):
         sigma = 1.0 + 0.5 * (np.linalg.norm(m.centroids() - [0.3, 0.2], axis=1) < 0.35)
         v = ForwardModel(m, protocol.adjacent(16), contact_impedance=0.01).voltages(jnp.asarray(sigma))
         np.savez(tmp_path / "data.npz", v=np.asarray(v))
-    env = dict(os.environ, MPLBACKEND="Agg", JAXEIT_DATA=str(data),
+    # a compilation cache of its own (as above)
+    env = dict(os.environ, MPLBACKEND="Agg", JAXEIT_DATA=str(data), JAXEIT_CACHE_DIR=str(tmp_path / "xla"),
                PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
     proc = subprocess.run([sys.executable, "-m", "jaxeit.cli", *shlex.split(line)[1:]], cwd=tmp_path, env=env,
                           capture_output=True, text=True, timeout=600)
