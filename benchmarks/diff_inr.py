@@ -127,7 +127,7 @@ def evaluate(stage, names_weights, cases, snrs, split, problem, cache, *, iterat
 
 def _key(stage, name, weight, case, snr, iterations):
     w = "none" if weight is None else f"{weight:.6g}"
-    it = iterations if name in ("INR+TV", "Diff-INR") else 0
+    it = iterations if name in INR_METHODS else 0
     return f"{stage}|{name}|{w}|{case.family}|{case.index}|{snr:g}|{it}"
 
 
