@@ -46,7 +46,9 @@ def test_tiny_segmenter_trains_resumes_and_segments(tmp_path):
                             config=dataclasses.replace(TINY, init_from=str(tmp_path / "a"), lr=1e-12))
     np.testing.assert_allclose(np.asarray(jax.tree.leaves(tuned.state.params)[0]),
                                np.asarray(jax.tree.leaves(seg.params)[0]))   # lr ~0: the weights stay a's
-    assert "started from the EMA weights" in json.loads((tmp_path / "c" / "segmenter.json").read_text())["notes"][0]
+    card = json.loads((tmp_path / "c" / "segmenter.json").read_text())
+    assert "started from the EMA weights" in card["notes"][0]
+    assert card["simulation"]["n_samples"] == 8 and card["simulation"]["h"] == 0.012   # what the model saw
     with pytest.raises(ValueError, match="another network"):
         train_segmenter(sim, tmp_path / "d", reference=ref, progress=False, log=None,
                         config=dataclasses.replace(TINY, base_channels=4, init_from=str(tmp_path / "a")))

@@ -1,11 +1,12 @@
 """The KTC2023 simulator: targets in the truth frame, reproducible resumable shards, sensible voltages."""
 
+import hashlib
 import numpy as np
 import pytest
 
 from jaxeit.realdata.ktc import disk_mask
 from jaxeit.io import load_ktc_reference
-from jaxeit.realdata.ktc_simulator import (SHAPES, KTCSimConfig, load_ktc_simulation, random_truth, simulate_ktc,
+from jaxeit.realdata.ktc_simulator import (SHAPES, THIN_SHAPE_WEIGHTS, KTCSimConfig, load_ktc_simulation, random_truth, simulate_ktc,
                                            simulated_dataset)
 
 from .conftest import data_dir
@@ -35,7 +36,28 @@ def test_config_checks():
     # the fingerprint names the distribution: not the sample count or the shard and batch sizes
     assert KTCSimConfig().fingerprint() == KTCSimConfig(n_samples=5, shard_size=5, batch_size=5).fingerprint()
     assert len({KTCSimConfig().fingerprint(), KTCSimConfig(seed=1).fingerprint(),
-                KTCSimConfig(size_range=(14.0, 42.0)).fingerprint()}) == 3
+                KTCSimConfig(size_range=(14.0, 42.0)).fingerprint(),
+                KTCSimConfig(shape_weights=THIN_SHAPE_WEIGHTS).fingerprint()}) == 4
+
+
+def test_shapes_added_with_weight_zero_change_no_sample():
+    # the recorded simulations (held-out and validation tanks, training sets) are named by these fingerprints,
+    # made before the thin ellipses existed: the defaults must still draw the same tanks under the same name
+    assert KTCSimConfig().fingerprint() == "1b1f9c26"
+    assert KTCSimConfig(seed=20_002).fingerprint() == "93dde270"
+    digest = hashlib.sha256()
+    for i in range(10):
+        digest.update(random_truth(np.random.default_rng([0, i]), KTCSimConfig())[0].tobytes())
+    assert digest.hexdigest()[:16] == "6c02da6236bf3acf"          # the first ten tanks of seed 0, as first simulated
+
+
+def test_thin_ellipses_are_thin():
+    weights = tuple(1.0 if s == "ellipse-cross" else 0.0 for s in SHAPES)
+    truth, objects = random_truth(np.random.default_rng([4, 0]), KTCSimConfig(shape_weights=weights, max_objects=1))
+    mask = objects[0][1]
+    ys, xs = np.nonzero(mask)
+    extent = max(np.ptp(xs), np.ptp(ys))
+    assert mask.sum() < 0.5 * extent ** 2          # a cross of thin arms fills little of its bounding box
 
 
 def test_simulate_is_reproducible_and_resumes(tmp_path):

@@ -278,8 +278,14 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
                                  early_stopping=EarlyStopping(evaluate, every=config.eval_every,
                                                               patience=config.patience),
                                  early_stop_state=es, progress=progress, desc="segmenter", log=log)
-    _export(workdir, config, result, len(train_data["truth"]), features, notes)
+    _export(workdir, config, result, len(train_data["truth"]), features, notes, _simulation_of(data_root))
     return result
+
+
+def _simulation_of(data_root) -> dict:
+    """The simulator settings of a :func:`simulate_ktc` folder (the card records what the model saw)."""
+    meta = Path(data_root) / "metadata.json"
+    return json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
 
 
 def _initial_params(config: SegmenterConfig):
@@ -307,7 +313,7 @@ def _parent_summary(folder) -> str:
 
 
 def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult, n_train: int, features,
-            notes=()) -> None:
+            notes=(), simulation: dict | None = None) -> None:
     """``segmenter.npz`` (EMA weights, float32) and ``segmenter.json`` (config, provenance, losses)."""
     training.save_arrays(workdir / "segmenter.npz", result.state.ema, meta={"config": config.to_dict()})
     steps = int(result.state.step)
@@ -317,7 +323,7 @@ def _export(workdir: Path, config: SegmenterConfig, result: training.LoopResult,
             "early_stop": result.early_stop, "device": jax.devices()[0].device_kind,
             "calibration": {"sigma": features.calibration.sigma,
                             "contact_impedance": float(np.mean(features.calibration.contact_impedance))},
-            "notes": list(notes), "history": result.history[-20:]}
+            "notes": list(notes), "simulation": simulation or {}, "history": result.history[-20:]}
     atomic_write_text(workdir / "segmenter.json", json.dumps(card, indent=1, default=str))
 
 

@@ -8,7 +8,8 @@ counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
   :mod:`jaxeit.realdata.ktc` (0 water, 1 resistive, 2 conductive): discs, polygons of 3–7
   vertices, smooth star-shaped blobs, bars and crosses of two bars (the shapes of the
   training truths; radii of 20–48 pixels, the public truths' objects having equivalent
-  radii of 27–42), placed apart or, with probability ``touch_probability``, touching the
+  radii of 27–42) and, where ``shape_weights`` asks for them, elongated ellipses and crosses
+  of two thin ellipses (thin objects whose width tapers to their ends), placed apart or, with probability ``touch_probability``, touching the
   previous object; each object's class is drawn with equal odds.
 * **Conductivities**: water σ_bg = the calibrated background × (1 ± ``background_spread``);
   each object σ_bg × 10^U(``resistive_decades``) or × 10^U(``conductive_decades``);
@@ -62,10 +63,15 @@ from .ktc import KTC_GRID, to_truth_frame
 from .tanks import ktc_mesh
 
 __all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
-           "SIM_FIELDS"]
+           "THIN_SHAPE_WEIGHTS", "SIM_FIELDS"]
 
 #: the object shapes of :func:`random_truth`
-SHAPES = ("disc", "polygon", "blob", "bar", "cross")
+SHAPES = ("disc", "polygon", "blob", "bar", "cross", "ellipse", "ellipse-cross")
+#: ``shape_weights`` with the thin ellipses and their crosses (the defaults leave them out, so that every
+#: recorded simulation keeps its samples: a shape of weight 0 changes no random draw)
+THIN_SHAPE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 0.75)
+_ELONGATED = ("bar", "cross", "ellipse", "ellipse-cross")
+_FIRST_SHAPES = 5                # the shapes of the first simulator (the rest came later)
 #: arrays of a simulator shard
 SIM_FIELDS = ("index", "truth", "voltages", "reference", "sigma_bg", "contact_impedance")
 _N = 256                       # truth-frame pixels per side
@@ -85,7 +91,7 @@ class KTCSimConfig:
     seed: int = 0
     h: float = 0.006                        # data mesh size (m); reconstructions use 0.014
     max_objects: int = 3
-    shape_weights: tuple = (1.0, 1.0, 1.0, 1.0, 0.5)   # SHAPES
+    shape_weights: tuple = (1.0, 1.0, 1.0, 1.0, 0.5, 0.0, 0.0)   # SHAPES (THIN_SHAPE_WEIGHTS: with ellipses)
     size_range: tuple = (20.0, 48.0)        # object radius (half the bar length / 1.25) in pixels
     bar_width: tuple = (0.15, 0.35)         # a bar's half width / the object radius
     touch_probability: float = 0.2
@@ -130,6 +136,10 @@ class KTCSimConfig:
         shard and batch sizes (records and caches of simulated tanks are keyed on it)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in ("n_samples", "shard_size", "batch_size")}
+        weights = list(self.shape_weights)      # shapes added later with weight 0 change no sample: the
+        while len(weights) > _FIRST_SHAPES and weights[-1] == 0:   # fingerprints of earlier simulations stay
+            weights.pop()
+        fields["shape_weights"] = tuple(weights)
         return config_hash(fields)[:8]
 
 
@@ -144,8 +154,9 @@ _XY = _pixel_grid()
 
 
 def _inside(shape: str, rng, size: float, centre, angle: float, bar_width=(0.15, 0.35)) -> np.ndarray:
-    """(256, 256) bool of one object of ``shape`` and radius ``size`` (pixels) at ``centre``; a bar's half
-    width is ``size`` times U(``bar_width``)."""
+    """(256, 256) bool of one object of ``shape`` and radius ``size`` (pixels) at ``centre``; a bar's (and a
+    thin ellipse's) half width is ``size`` times U(``bar_width``), its half length 1.25 ``size``; an
+    ``"ellipse"`` is up to twice as wide."""
     x, y = _XY[0] - centre[0], _XY[1] - centre[1]
     c, s = math.cos(angle), math.sin(angle)
     u, v = c * x + s * y, -s * x + c * y       # object frame
@@ -168,6 +179,16 @@ def _inside(shape: str, rng, size: float, centre, angle: float, bar_width=(0.15,
             inside &= (bx - ax) * (v - ay) - (by - ay) * (u - ax) >= 0
         return inside
     half_length, half_width = size * 1.25, max(2.5, size * rng.uniform(*bar_width))
+    if shape == "ellipse":
+        half_width = max(2.5, size * rng.uniform(bar_width[0], 2 * bar_width[1]))
+        return (u / half_length) ** 2 + (v / half_width) ** 2 <= 1
+    if shape == "ellipse-cross":                # two thin ellipses crossing at their middles, roughly at right angles
+        second_length = half_length * rng.uniform(0.6, 1.0)
+        second_width = max(2.5, size * rng.uniform(*bar_width))
+        tilt = np.pi / 2 + rng.uniform(-0.4, 0.4)
+        u2, v2 = math.cos(tilt) * u + math.sin(tilt) * v, -math.sin(tilt) * u + math.cos(tilt) * v
+        return (((u / half_length) ** 2 + (v / half_width) ** 2 <= 1)
+                | ((u2 / second_length) ** 2 + (v2 / second_width) ** 2 <= 1))
     bar = (np.abs(u) <= half_length) & (np.abs(v) <= half_width)
     if shape == "bar":
         return bar
@@ -176,7 +197,12 @@ def _inside(shape: str, rng, size: float, centre, angle: float, bar_width=(0.15,
 
 def random_truth(rng: np.random.Generator, config: KTCSimConfig = KTCSimConfig()) -> tuple[np.ndarray, list]:
     """A random target: (256, 256) uint8 truth (0 water, 1 resistive, 2 conductive) in the truth frame and
-    the objects' (class, mask) list, later objects painted over earlier ones (so touching shapes meet)."""
+    the objects' (class, mask) list, later objects painted over earlier ones (so touching shapes meet).
+
+    A polygon of random vertex angles is the intersection of its edges' half-planes; when its vertices leave
+    its centre outside, that is empty (about 1.7 % of polygons), so a tank can hold fewer objects than were
+    drawn, rarely none (an empty tank: water everywhere). Kept as it is, since the recorded simulations are
+    named by the fingerprint of this very distribution."""
     weights = np.asarray(config.shape_weights, np.float64)
     n_objects = int(rng.integers(1, config.max_objects + 1))
     truth = np.zeros((_N, _N), np.uint8)
@@ -184,7 +210,7 @@ def random_truth(rng: np.random.Generator, config: KTCSimConfig = KTCSimConfig()
     for _ in range(n_objects):
         shape = SHAPES[int(rng.choice(len(SHAPES), p=weights / weights.sum()))]
         size = float(rng.uniform(*config.size_range))
-        reach = size * (1.25 if shape in ("bar", "cross") else 1.15)
+        reach = size * (1.25 if shape in _ELONGATED else 1.15)
         limit = _R_PIX - config.margin - reach
         for _attempt in range(200):
             if centres and rng.uniform() < config.touch_probability:   # next to the previous object
