@@ -1,13 +1,14 @@
 """The KTC2023 simulator: targets in the truth frame, reproducible resumable shards, sensible voltages."""
 
 import hashlib
+
 import numpy as np
 import pytest
 
 from jaxeit.realdata.ktc import disk_mask
 from jaxeit.io import load_ktc_reference
-from jaxeit.realdata.ktc_simulator import (SHAPES, THIN_SHAPE_WEIGHTS, KTCSimConfig, load_ktc_simulation, random_truth, simulate_ktc,
-                                           simulated_dataset)
+from jaxeit.realdata.ktc_simulator import (SHAPES, THIN_SHAPE_WEIGHTS, KTCSimConfig, load_ktc_simulation,
+                                           random_truth, simulate_ktc, simulated_dataset)
 
 from .conftest import data_dir
 
@@ -48,7 +49,7 @@ def test_shapes_added_with_weight_zero_change_no_sample():
     digest = hashlib.sha256()
     for i in range(10):
         digest.update(random_truth(np.random.default_rng([0, i]), KTCSimConfig())[0].tobytes())
-    assert digest.hexdigest()[:16] == "6c02da6236bf3acf"          # the first ten tanks of seed 0, as first simulated
+    assert digest.hexdigest()[:16] == "6c02da6236bf3acf"     # the first ten tanks of seed 0, as first simulated
 
 
 def test_thin_ellipses_are_thin():

@@ -38,6 +38,7 @@ import numpy as np
 from flax import nnx
 
 from .. import training
+from ..data.store import read_metadata
 from ..io import EITDataset, load_ktc_reference, resolve_data_path
 from ..io.ktc import KTC_LEVELS
 from ..io_utils import atomic_write_text
@@ -278,14 +279,9 @@ def train_segmenter(data_root, workdir, *, reference, config: SegmenterConfig = 
                                  early_stopping=EarlyStopping(evaluate, every=config.eval_every,
                                                               patience=config.patience),
                                  early_stop_state=es, progress=progress, desc="segmenter", log=log)
-    _export(workdir, config, result, len(train_data["truth"]), features, notes, _simulation_of(data_root))
+    simulation = read_metadata(data_root)["config"]          # the card records what the model saw
+    _export(workdir, config, result, len(train_data["truth"]), features, notes, simulation)
     return result
-
-
-def _simulation_of(data_root) -> dict:
-    """The simulator settings of a :func:`simulate_ktc` folder (the card records what the model saw)."""
-    meta = Path(data_root) / "metadata.json"
-    return json.loads(meta.read_text()).get("config", {}) if meta.exists() else {}
 
 
 def _initial_params(config: SegmenterConfig):

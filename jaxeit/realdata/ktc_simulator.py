@@ -9,8 +9,9 @@ counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
   vertices, smooth star-shaped blobs, bars and crosses of two bars (the shapes of the
   training truths; radii of 20–48 pixels, the public truths' objects having equivalent
   radii of 27–42) and, where ``shape_weights`` asks for them, elongated ellipses and crosses
-  of two thin ellipses (thin objects whose width tapers to their ends), placed apart or, with probability ``touch_probability``, touching the
-  previous object; each object's class is drawn with equal odds.
+  of two thin ellipses (thin objects whose width tapers to their ends), placed apart or, with
+  probability ``touch_probability``, touching the previous object; each object's class is
+  drawn with equal odds.
 * **Conductivities**: water σ_bg = the calibrated background × (1 ± ``background_spread``);
   each object σ_bg × 10^U(``resistive_decades``) or × 10^U(``conductive_decades``);
   element values are the pixel averages over each element (partial volumes).
@@ -179,7 +180,7 @@ def _inside(shape: str, rng, size: float, centre, angle: float, bar_width=(0.15,
             inside &= (bx - ax) * (v - ay) - (by - ay) * (u - ax) >= 0
         return inside
     half_length, half_width = size * 1.25, max(2.5, size * rng.uniform(*bar_width))
-    if shape == "ellipse":
+    if shape == "ellipse":      # draws a wider half width (the draw above stays: recorded simulations made it)
         half_width = max(2.5, size * rng.uniform(bar_width[0], 2 * bar_width[1]))
         return (u / half_length) ** 2 + (v / half_width) ** 2 <= 1
     if shape == "ellipse-cross":                # two thin ellipses crossing at their middles, roughly at right angles
