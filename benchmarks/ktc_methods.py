@@ -52,6 +52,12 @@ def _weights_tag() -> str:
     return hashlib.sha1(path.read_bytes() + (repr(bias).encode() if any(bias) else b"")).hexdigest()[:8]
 
 
+def _settings_tag(method: str) -> str:
+    """``"@"`` and 8 hex digits of the pipeline's own settings of ``method`` (none: ``""``)."""
+    options = ktc.PIPELINE_OPTIONS.get(method)
+    return f"@{hashlib.sha1(repr(sorted(options.items())).encode()).hexdigest()[:8]}" if options else ""
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--methods", default="baseline,gn-gaussian,diff-inr,unet",
@@ -82,8 +88,9 @@ def main(argv=None) -> int:
             print(f"{key}: {res.score:.3f} ({res.wall_time:.1f} s)", flush=True)
         return cache.get(key)
 
-    # a learned method's records belong to its weights and decision: a retrained segmenter is scored again
-    version = {m: (f"@{_weights_tag()}" if m == "unet" else "") for m in methods}
+    # a learned method's records belong to its weights and decision, another method's to the pipeline's
+    # settings for it: a retrained segmenter or a new setting is scored again
+    version = {m: (f"@{_weights_tag()}" if m == "unet" else _settings_tag(m)) for m in methods}
     sim = None
     if args.n_sim:   # the held-out set of benchmarks/ktc_segmenter.py: 210 tanks, level l on tanks l-1, l+6, ...
         if args.n_sim > SIM_PER_LEVEL:

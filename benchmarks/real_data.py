@@ -52,14 +52,14 @@ KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "baseline (organisers)": ("baseline", {}, None),
     "one-step, Laplace": ("one-step", dict(alpha=1.0), None),
     "GN, Laplace (α=0.03)": ("gn", dict(alpha=0.03, max_iter=8), None),
-    "MAP-GN, organisers' prior + drift": ("gn-gaussian", {}, None),
+    "MAP-GN, Gaussian prior (6 cm) + drift": ("gn-gaussian", {}, None),
     "TV (PD-IPM, σ)": ("tv", dict(alpha=1e-5, max_iter=25), (1,)),
     "TV of log σ": ("tv-log", dict(alpha=1e-4), (1,)),
     "INR+TV": ("inr+tv", {}, (1,)),
     "Diff-INR": ("diff-inr", {}, None),
     "U-Net segmenter (learned)": ("unet", {}, None),   # = LEARNED
 }
-BEST = "MAP-GN, organisers' prior + drift"
+BEST = "MAP-GN, Gaussian prior (6 cm) + drift"
 #: the challenge winners' self-reported means on the 4 training targets, levels 1-7 (Denker et al. 2024)
 LEARNED = "U-Net segmenter (learned)"
 WINNERS = dict(zip(range(1, 8), (0.873, 0.881, 0.866, 0.838, 0.791, 0.643, 0.681)))
@@ -258,7 +258,8 @@ def ktc_scores_section(data: Path, quick: bool, out_dir: Path, cache: SectionCac
 
     for level in levels:
         run_here = sorted(n for n, (_, _, only) in methods.items() if only is None or level in only)
-        tag = hashlib.sha1(repr(run_here).encode()).hexdigest()[:8]     # a new method list recomputes the level
+        settings = [(n, methods[n][1], ktc.PIPELINE_OPTIONS.get(methods[n][0])) for n in run_here]
+        tag = hashlib.sha1(repr(settings).encode()).hexdigest()[:8]     # new methods or settings recompute the level
         lscores, ltimes, limages = cache(f"ktc_level{level}_{tag}", one_level, level)
         scores.update(lscores)
         images.update(limages)

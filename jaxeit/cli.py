@@ -153,9 +153,15 @@ def method_descriptions(kind: str) -> dict[str, str]:
 
     if kind == "ktc":
         from .realdata.ktc import METHODS as KTC_METHODS
+        from .realdata.ktc import segmentation_words
 
-        return {name: (METHODS[name].description if name in METHODS else str(KTC_METHODS[name]).split(";")[0])
-                for name in sorted(KTC_METHODS)}
+        def ktc_line(name: str) -> str:
+            if name not in METHODS:
+                return str(KTC_METHODS[name]).split(";")[0]
+            rule = segmentation_words(name)
+            return METHODS[name].description + ("" if rule == "three-class Otsu" else f"; {rule}")
+
+        return {name: ktc_line(name) for name in sorted(KTC_METHODS)}
     from . import dgm  # noqa: F401  (registers the learned methods cnf, cvae, csd, dps)
 
     return {name: METHODS[name].description for name in sorted(METHODS)}
@@ -479,7 +485,8 @@ methods for .npz and KIT4 files:
 {npz}
 
 methods for KTC2023 files (each on the difference data against ref.mat from the calibrated
-background, then segmented into three classes by Otsu's rule):
+background, then segmented into three classes: by Otsu's rule unless the method's line names
+another):
 {ktc}
 """
 
@@ -493,7 +500,7 @@ def _method_lines(kind: str) -> str:
     for name, text in method_descriptions(kind).items():
         text = text.replace("`", "")
         if kind == "ktc" and name != "baseline":  # KTC runs every method on difference data: drop "(absolute)"
-            text = re.sub(r"\s*\((absolute|difference[^)]*)\)$", "", text)
+            text = re.sub(r"\s*\((absolute|difference[^)]*)\)(?=;|$)", "", text)
         lines += textwrap.wrap(text, 96, initial_indent=f"  {name:<12}", subsequent_indent=" " * 14,
                                break_on_hyphens=False)
     return "\n".join(lines)

@@ -1,5 +1,6 @@
 """The KTC2023 simulator: targets in the truth frame, reproducible resumable shards, sensible voltages."""
 
+import dataclasses
 import hashlib
 
 import numpy as np
@@ -38,7 +39,10 @@ def test_config_checks():
     assert KTCSimConfig().fingerprint() == KTCSimConfig(n_samples=5, shard_size=5, batch_size=5).fingerprint()
     assert len({KTCSimConfig().fingerprint(), KTCSimConfig(seed=1).fingerprint(),
                 KTCSimConfig(size_range=(14.0, 42.0)).fingerprint(),
-                KTCSimConfig(shape_weights=THIN_SHAPE_WEIGHTS).fingerprint()}) == 4
+                KTCSimConfig(shape_weights=THIN_SHAPE_WEIGHTS).fingerprint(),
+                KTCSimConfig(electrode_stretches=(0.1,) * 32).fingerprint()}) == 5
+    with pytest.raises(ValueError, match="electrode_stretches"):
+        KTCSimConfig(electrode_stretches=(0.1,) * 16)
 
 
 def test_shapes_added_with_weight_zero_change_no_sample():
@@ -86,3 +90,8 @@ def test_simulate_is_reproducible_and_resumes(tmp_path):
     assert z.shape == (6, 32) and np.all(z > 0) and np.all(np.std(np.log(z), axis=1) > 0.05)
     with pytest.raises(ValueError, match="another config"):
         simulate_ktc(KTCSimConfig(n_samples=6, shard_size=4, batch_size=4, h=0.012, seed=1), root, reference=ref)
+    # electrodes at other widths: the same targets, other voltages
+    wide = dataclasses.replace(config, n_samples=2, electrode_stretches=(0.3, -0.3) * 16)
+    moved = load_ktc_simulation(simulate_ktc(wide, tmp_path / "c", reference=ref, log=None))
+    np.testing.assert_array_equal(moved["truth"], data["truth"][:2])
+    assert np.all(np.abs(moved["reference"] - data["reference"][:2]).max(axis=1) > 1e-3)

@@ -8,12 +8,14 @@ import numpy as np
 import pytest
 
 import jaxeit
-from jaxeit.protocol import adjacent
+from jaxeit.protocol import Protocol, adjacent
 from jaxeit.realdata import (calibrate, electrode_angles, electrode_permutation, permute_protocol,
                              relabel_electrodes, tank_mesh)
+from jaxeit.realdata.calibrate import fit_electrode_widths
 from jaxeit.realdata.imaging import noise_weights, weight_protocol
+from jaxeit.realdata.tanks import stretch_electrodes
 from jaxeit.realdata.kit4 import fit_rotation
-from jaxeit.realdata.ktc import disk_mask, pixel_centres, score, segment, segment_otsu
+from jaxeit.realdata.ktc import disk_mask, pixel_centres, score, segment, segment_image, segment_otsu
 
 from .conftest import data_dir
 
@@ -134,6 +136,43 @@ def test_calibration_recovers_per_electrode_z(tank8):
     np.testing.assert_allclose(full.contact_impedance, z, rtol=1e-2)
 
 
+def test_stretch_electrodes_widens_one_electrode_and_checks_its_input(tank8):
+    st = np.zeros(8)
+    st[2] = 0.4
+    wide = stretch_electrodes(tank8, st)
+
+    def width(mesh, k):
+        e = mesh.electrode_edges[mesh.edge_electrode == k]
+        return np.linalg.norm(mesh.nodes[e[:, 0]] - mesh.nodes[e[:, 1]], axis=1).sum()
+
+    assert width(wide, 2) == pytest.approx(1.4 * width(tank8, 2), rel=0.01)
+    assert width(wide, 3) == pytest.approx(width(tank8, 3), rel=1e-9)
+    np.testing.assert_allclose(np.hypot(*wide.nodes.T), np.hypot(*tank8.nodes.T), atol=1e-12)   # turned only
+    np.testing.assert_array_equal(stretch_electrodes(tank8, np.zeros(8)).nodes, tank8.nodes)
+    with pytest.raises(ValueError, match="one per electrode"):
+        stretch_electrodes(tank8, np.zeros(7))
+    with pytest.raises(ValueError, match=r"stretches\[1\] = -1 is outside"):
+        stretch_electrodes(tank8, np.array([0, -1.0, 0, 0, 0, 0, 0, 0]))
+
+
+def test_fit_electrode_widths_recovers_the_widths_of_a_simulated_empty_tank(tank8):
+    """Empty-tank data made on a mesh with uneven electrode widths: the fit on the drawn mesh finds
+    them (the misfit left after channel offsets falls tenfold) and z with them."""
+    from jaxeit.io import EITDataset
+
+    protocol = adjacent(8, amplitude=1.0, exclude_driven=False)          # mA
+    true = np.array([0.3, -0.2, 0.1, 0.0, -0.3, 0.2, 0.25, -0.1])
+    truth_mesh = stretch_electrodes(tank8, true)
+    model = jaxeit.ForwardModel(truth_mesh, Protocol(protocol.currents * 1e-3, protocol.measurements,
+                                                     protocol.pattern), contact_impedance=2e-4)
+    v = np.asarray(model.voltages(jnp.full(tank8.n_elements, 0.3), 2e-4))
+    ds = EITDataset(protocol=protocol, voltages=v, reference=v, mask=np.ones(len(v), bool), radius=0.1,
+                    n_electrodes=8, electrode_width=0.02, electrode_angles=np.arange(8) * 2 * np.pi / 8)
+    fit = fit_electrode_widths(ds, tank8, iterations=4)
+    assert fit.misfit_after < 0.1 * fit.misfit_before
+    np.testing.assert_allclose(fit.stretches, true, atol=0.05)
+    assert fit.calibration.sigma == pytest.approx(0.3, rel=0.02)
+
 def test_weighting_helpers():
     w = noise_weights([1.0, -2.0, 0.01, 0.0])
     assert w.mean() == pytest.approx(1.0) and w[3] > w[1]
@@ -184,6 +223,17 @@ def test_segmentation_of_synthetic_contrast():
     assert 1 not in np.unique(one) and 2 in np.unique(one)
 
 
+def test_segment_image_dispatches_to_the_named_rule():
+    rng = np.random.default_rng(3)
+    p = pixel_centres()
+    img = np.exp(-((p[..., 0] - 0.03) ** 2 + p[..., 1] ** 2) / (2 * 0.02 ** 2)) + 0.02 * rng.standard_normal((256, 256))
+    np.testing.assert_array_equal(segment_image(img, "otsu"), segment_otsu(img))
+    np.testing.assert_array_equal(segment_image(img + 0.3, "sided", level=0.4),
+                                  segment(img + 0.3 - np.median((img + 0.3)[disk_mask()]), level=0.4))
+    assert 1 not in np.unique(segment_image(img, "sided"))     # one-sided change: no invented resistive class
+    with pytest.raises(ValueError, match="unknown segmentation 'kmeans'"):
+        segment_image(img, "kmeans")
+
 def test_otsu_segmentation_of_a_two_level_image():
     """A piecewise-constant image with two grey levels cannot be split in three classes: the majority is
     water and the minority resistive (below) or conductive (above), instead of an error."""
@@ -217,7 +267,7 @@ def test_real_data_smoke():
     from jaxeit.io import load_ktc2023, load_ktc_truth
     from jaxeit.realdata import calibrate_dataset, ktc_mesh
     from jaxeit.realdata.kit4 import photo_frame, read_photo
-    from jaxeit.realdata.ktc import reconstruct_ktc
+    from jaxeit.realdata.ktc import PIPELINE_OPTIONS, reconstruct_ktc
 
     ktc = _need("ktc2023", "training")
     ds = load_ktc2023(ktc / "data1.mat", ktc / "ref.mat", level=1)
@@ -227,6 +277,15 @@ def test_real_data_smoke():
     # the organisers' linearised reference approach (smoothness prior + Otsu) scores ≈ 0.67 here
     out = reconstruct_ktc(ds, mesh, "baseline", truth=load_ktc_truth(ktc / "true1.mat"), calibration=cal)
     assert out.segmentation.shape == (256, 256) and out.score > 0.55
+    # a method segments by the pipeline's rule for it (PIPELINE_OPTIONS) unless the call names another
+    rule = PIPELINE_OPTIONS["gn-gaussian"]
+    out = reconstruct_ktc(ds, mesh, "gn-gaussian", calibration=cal, max_iter=2)
+    np.testing.assert_array_equal(out.segmentation,
+                                  segment_image(out.image, rule["segmentation"], level=rule["segment_level"]))
+    otsu = reconstruct_ktc(ds, mesh, "gn-gaussian", calibration=cal, max_iter=2, segmentation="otsu")
+    np.testing.assert_array_equal(otsu.segmentation, segment_otsu(otsu.image))
+    with pytest.raises(ValueError, match="its own decision rule"):
+        reconstruct_ktc(ds, mesh, "unet", segmentation="otsu")
     frame = photo_frame(read_photo(_need("kit4", "fantom_1_0.jpg")))
     assert math.degrees(frame.electrode1_angle) == pytest.approx(90, abs=3)
     assert 850 < frame.radius_px < 950

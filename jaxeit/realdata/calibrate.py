@@ -45,7 +45,8 @@ from ..mesh import Mesh
 from ..protocol import Protocol
 
 __all__ = ["Calibration", "si_protocol", "forward_model", "calibrate", "calibrate_dataset",
-           "calibrate_dataset_cached", "fit_geometry", "CURRENT_SCALE"]
+           "calibrate_dataset_cached", "fit_geometry", "CURRENT_SCALE", "ElectrodeWidthFit", "fit_electrode_widths",
+           "channel_offset_misfit", "measurement_channels"]
 
 #: factor from a data set's current unit to A
 CURRENT_SCALE = {"A": 1.0, "mA": 1e-3, "uA": 1e-6, "µA": 1e-6}
@@ -306,3 +307,97 @@ def fit_geometry(dataset: EITDataset, mesh_factory, offsets, directions=("ccw", 
             rows.append(dict(offset=float(offset), direction=direction, sigma=cal.sigma,
                              z=cal.contact_impedance, residual=cal.residual))
     return rows
+
+
+# -- effective electrode widths --------------------------------------------------------------
+
+def measurement_channels(protocol: Protocol) -> np.ndarray:
+    """(M,) int: the voltmeter (channel) of each measurement; measurements with the same weight row share
+    one (numbered in the lexicographic order of the rows)."""
+    _, index = np.unique(np.asarray(protocol.measurements), axis=0, return_inverse=True)
+    return index.reshape(-1)
+
+
+def channel_offset_misfit(residual, channels) -> float:
+    """‖r − (mean of r per channel)‖ (V): the part of a residual that one constant offset per
+    measurement channel cannot explain (the offsets of a measurement system cancel in difference data).
+
+    Args:
+        residual: (M,) data − model (V).
+        channels: (M,) int channel of each measurement.
+    """
+    residual, channels = np.asarray(residual, np.float64), np.asarray(channels)
+    means = np.bincount(channels, residual) / np.maximum(np.bincount(channels), 1)
+    return float(np.linalg.norm(residual - means[channels]))
+
+
+@dataclasses.dataclass
+class ElectrodeWidthFit:
+    """Effective electrode widths fitted to an empty tank (:func:`fit_electrode_widths`).
+
+    Attributes:
+        stretches: (L,) relative width change of each electrode (0 = as drawn).
+        mesh: the mesh with those widths (:func:`jaxeit.realdata.tanks.stretch_electrodes`).
+        calibration: σ and z calibrated on ``mesh``.
+        misfit_before, misfit_after: relative misfit of the empty tank once one offset per measurement
+            channel is removed (:func:`channel_offset_misfit` / ‖v‖), on the drawn and the fitted mesh.
+        n_iter: Gauss–Newton iterations.
+    """
+
+    stretches: np.ndarray
+    mesh: Mesh
+    calibration: Calibration
+    misfit_before: float
+    misfit_after: float
+    n_iter: int
+
+
+def fit_electrode_widths(dataset: EITDataset, mesh: Mesh, *, iterations: int = 3, step: float = 0.05,
+                         bound: float = 0.6, use: str = "reference") -> ElectrodeWidthFit:
+    """Fit each electrode's effective width to an empty tank, with σ, z and channel offsets.
+
+    Gauss–Newton on the stretches of :func:`~jaxeit.realdata.tanks.stretch_electrodes` (Jacobian by
+    central differences of ±``step``, 2L forward solves per iteration), with one offset per
+    measurement channel and log σ as free nuisance parameters; z and σ are recalibrated on each new
+    mesh. Stretches are kept in [−``bound``, ``bound``] (and clear of the neighbours).
+
+    Returns:
+        :class:`ElectrodeWidthFit`.
+    """
+    from .tanks import stretch_electrodes
+
+    if iterations < 1:
+        raise ValueError(f"iterations must be >= 1, got {iterations}")
+    values = dataset.reference if use == "reference" else dataset.voltages
+    if values is None:
+        raise ValueError(f"{dataset.name}: no reference voltages; pass use='voltages' for an empty-tank file")
+    v = np.asarray(values, np.float64)[dataset.mask]
+    channels = measurement_channels(dataset.protocol)[dataset.mask]
+    nuisance = np.eye(channels.max() + 1)[channels]                  # (M, C) one offset per channel
+    L = mesh.n_electrodes
+    stretches = np.zeros(L)
+
+    def model_voltages(m: Mesh, cal: Calibration) -> np.ndarray:
+        model = forward_model(dataset, m, contact_impedance=cal.contact_impedance)
+        return np.asarray(model.voltages(jnp.full(m.n_elements, cal.sigma), cal.contact_impedance))
+
+    current, misfits = mesh, []
+    for _ in range(iterations):
+        cal = calibrate_dataset(dataset, current, use=use)
+        base = model_voltages(current, cal)
+        misfits.append(channel_offset_misfit(v - base, channels) / np.linalg.norm(v))
+        jac = np.stack([(model_voltages(stretch_electrodes(mesh, stretches + step * e), cal)
+                         - model_voltages(stretch_electrodes(mesh, stretches - step * e), cal)) / (2 * step)
+                        for e in np.eye(L)], axis=1)
+        design = np.concatenate([nuisance, -base[:, None], jac], axis=1)   # offsets, log σ, stretches
+        delta = np.linalg.lstsq(design, v - base, rcond=None)[0][-L:]
+        stretches = np.clip(stretches + delta, -bound, bound)
+        try:
+            current = stretch_electrodes(mesh, stretches)
+        except ValueError:                     # a step into a neighbour: take half of it
+            stretches = np.clip(stretches - delta / 2, -bound, bound)
+            current = stretch_electrodes(mesh, stretches)
+    cal = calibrate_dataset(dataset, current, use=use)
+    after = channel_offset_misfit(v - model_voltages(current, cal), channels) / np.linalg.norm(v)
+    return ElectrodeWidthFit(stretches=stretches, mesh=current, calibration=cal, misfit_before=misfits[0],
+                             misfit_after=after, n_iter=iterations)

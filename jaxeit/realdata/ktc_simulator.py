@@ -29,6 +29,10 @@ counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
   removed (``benchmarks/results/real_data.md``, ref.mat alone); a change computed by the same model
   is taken to be as uncertain, else the simulated data are cleaner than the tank's and reward
   reconstructions that fit detail the real data do not carry.
+* **Electrode widths** (optional, ``electrode_stretches``): the data and the calibration meshes with
+  each electrode at an effective width (:func:`jaxeit.realdata.tanks.stretch_electrodes`), e.g. the
+  widths :func:`jaxeit.realdata.calibrate.fit_electrode_widths` finds in ``ref.mat``; the reconstructions
+  keep the drawn ones (``benchmarks/ktc_model_error.py`` measures what that costs).
 * **Levels** only remove measurements (:func:`jaxeit.io.ktc_level_mask`): a sample is
   simulated once with all 2356 measurements and serves every level.
 
@@ -61,7 +65,7 @@ from ..io_utils import atomic_write_text
 from ..training import config_hash
 from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
-from .tanks import ktc_mesh
+from .tanks import ktc_mesh, stretch_electrodes
 
 __all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
            "THIN_SHAPE_WEIGHTS", "SIM_FIELDS"]
@@ -108,6 +112,7 @@ class KTCSimConfig:
     noise_floor: float = 1e-4
     shard_size: int = 256
     batch_size: int = 16
+    electrode_stretches: tuple | None = None   # (32,) effective widths (tanks.stretch_electrodes); None: as drawn
 
     def __post_init__(self):
         bad = lambda msg: (_ for _ in ()).throw(ValueError(f"KTCSimConfig: {msg}"))  # noqa: E731
@@ -131,12 +136,16 @@ class KTCSimConfig:
             bad("touch_probability must be in [0, 1] and background_spread in [0, 1)")
         if not 0 < self.z_factor[0] <= self.z_factor[1]:
             bad(f"z_factor must be 0 < lo <= hi, got {self.z_factor}")
+        if self.electrode_stretches is not None and len(self.electrode_stretches) != 32:
+            bad(f"electrode_stretches must be None or 32 numbers, got {len(self.electrode_stretches)}")
 
     def fingerprint(self) -> str:
         """8 hex digits naming the distribution of the samples: every field but the sample count and the
         shard and batch sizes (records and caches of simulated tanks are keyed on it)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in ("n_samples", "shard_size", "batch_size")}
+        if self.electrode_stretches is None:    # a field added later: absent, it changes no fingerprint
+            del fields["electrode_stretches"]
         weights = list(self.shape_weights)      # shapes added later with weight 0 change no sample: the
         while len(weights) > _FIRST_SHAPES and weights[-1] == 0:   # fingerprints of earlier simulations stay
             weights.pop()
@@ -275,6 +284,8 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
     log = log or (lambda *_: None)
     meta_path = out / "metadata.json"
     config_json = dataclasses.asdict(config)
+    if config.electrode_stretches is None:   # a field added later: absent, folders made before it still match
+        del config_json["electrode_stretches"]
     if meta_path.exists():
         saved = json.loads(meta_path.read_text())["config"]
         if saved != json.loads(json.dumps(config_json)):
@@ -282,8 +293,11 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
             raise ValueError(f"{out} holds a simulation with another config ({diff}); choose another folder")
     ref = load_ktc_reference(reference)
     t0 = time.perf_counter()
-    mesh = ktc_mesh(h=config.h)
-    cal = calibrate_dataset(ref, ktc_mesh(h=0.014))
+    mesh, cal_mesh = ktc_mesh(h=config.h), ktc_mesh(h=0.014)
+    if config.electrode_stretches is not None:      # the tank's electrodes at their effective widths
+        mesh = stretch_electrodes(mesh, config.electrode_stretches)
+        cal_mesh = stretch_electrodes(cal_mesh, config.electrode_stretches)
+    cal = calibrate_dataset(ref, cal_mesh)
     model = forward_model(ref, mesh, masked=False, contact_impedance=cal.contact_impedance).with_checks(False)
     to_mesh = grid_to_mesh(mesh, KTC_GRID, samples=4)
     pattern = np.asarray(ref.protocol.pattern)

@@ -51,7 +51,7 @@ from ..protocol import Protocol
 
 __all__ = ["kit4_mesh", "ktc_mesh", "tank_mesh", "electrode_permutation", "permute_protocol",
            "relabel_electrodes", "electrode_angles", "KIT4_OFFSET", "KIT4_DIRECTION", "KTC_OFFSET",
-           "KTC_DIRECTION", "DIRECTIONS"]
+           "KTC_DIRECTION", "DIRECTIONS", "stretch_electrodes"]
 
 DIRECTIONS = ("ccw", "cw")
 
@@ -151,3 +151,59 @@ def ktc_mesh(h: float = 0.008, offset: float = KTC_OFFSET, direction: str = KTC_
 def _ktc_mesh(h: float, offset: float, direction: str, kw: tuple) -> Mesh:
     return tank_mesh(KTC_RADIUS, KTC_N_ELECTRODES, KTC_ELECTRODE_WIDTH, h=h, offset=offset,
                      direction=direction, **dict(kw))
+
+
+def stretch_electrodes(mesh: Mesh, stretches, *, band: float = 0.02) -> Mesh:
+    """The disk mesh with electrode k's arc widened by the factor 1 + ``stretches[k]`` about its centre.
+
+    Real electrodes conduct over an effective area that differs from the drawn one (partial contact,
+    corrosion, a meniscus); :func:`jaxeit.realdata.calibrate.fit_electrode_widths` fits these factors
+    to an empty tank. The mesh keeps its topology: nodes within ``band`` (m) of the wall turn about the
+    centre, by the full stretch on the electrode and tapering linearly to nothing halfway to the next
+    electrode and at depth ``band``, so a mesh of the same connectivity serves every width.
+
+    Args:
+        mesh: a disk mesh centred at the origin (:func:`tank_mesh`), with electrodes.
+        stretches: (L,) relative width changes, each in (−1, ·): 0.2 widens electrode k by 20 %; the
+            widened arc must stay clear of the neighbours' (the largest allowed is printed on error).
+        band: depth (m) of the deformed layer at the wall.
+
+    Returns:
+        A new :class:`Mesh` (same triangles and electrode edges).
+    """
+    stretches = np.asarray(stretches, np.float64)
+    L = mesh.n_electrodes
+    if stretches.shape != (L,) or not np.all(np.isfinite(stretches)):
+        raise ValueError(f"stretches must be {L} finite numbers (one per electrode), got shape {stretches.shape}")
+    nodes = np.asarray(mesh.nodes, np.float64)
+    r = np.hypot(nodes[:, 0], nodes[:, 1])
+    wall = r[np.unique(mesh.electrode_edges)]              # the electrodes' radii: all the tank's radius
+    if wall.size == 0 or np.ptp(wall) > 1e-6 * wall.max():
+        raise ValueError("stretch_electrodes needs a disk mesh centred at the origin with complete electrodes "
+                         "(tank_mesh, kit4_mesh, ktc_mesh)")
+    theta = np.arctan2(nodes[:, 1], nodes[:, 0])
+    centres, half = np.empty(L), np.empty(L)
+    for k in range(L):
+        a = theta[np.unique(mesh.electrode_edges[mesh.edge_electrode == k])]
+        centres[k] = np.angle(np.mean(np.exp(1j * a)))
+        half[k] = np.max(np.abs(np.angle(np.exp(1j * (a - centres[k])))))
+    gaps = np.abs(np.angle(np.exp(1j * (centres[:, None] - centres[None, :])))) + np.diag(np.full(L, np.inf))
+    reach = gaps.min(1) / 2                                 # halfway to the nearest electrode
+    limit = 0.9 * (reach - half) / half
+    if np.any(stretches <= -1) or np.any(stretches >= limit):
+        k = int(np.argmax((stretches <= -1) | (stretches >= limit)))
+        raise ValueError(f"stretches[{k}] = {stretches[k]:.3g} is outside (-1, {limit[k]:.3g}): an electrode "
+                         "would vanish or reach its neighbour's")
+    depth = np.clip((r - (wall.max() - band)) / band, 0.0, 1.0)
+    turn = np.zeros_like(theta)
+    for k in range(L):
+        d = np.angle(np.exp(1j * (theta - centres[k])))
+        taper = np.clip((reach[k] - np.abs(d)) / (reach[k] - half[k]), 0.0, 1.0)
+        turn += stretches[k] * np.clip(d, -half[k], half[k]) * taper
+    turn *= depth
+    moved = nodes.copy()                                  # nodes that do not turn keep their exact coordinates
+    on = turn != 0
+    t = theta[on] + turn[on]
+    moved[on] = np.stack([r[on] * np.cos(t), r[on] * np.sin(t)], axis=1)
+    return Mesh(moved, mesh.triangles, mesh.electrode_edges, mesh.edge_electrode, mesh.electrode_nodes,
+                mesh.ref_node)
