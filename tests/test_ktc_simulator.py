@@ -40,9 +40,12 @@ def test_config_checks():
     assert len({KTCSimConfig().fingerprint(), KTCSimConfig(seed=1).fingerprint(),
                 KTCSimConfig(size_range=(14.0, 42.0)).fingerprint(),
                 KTCSimConfig(shape_weights=THIN_SHAPE_WEIGHTS).fingerprint(),
-                KTCSimConfig(electrode_stretches=(0.1,) * 32).fingerprint()}) == 5
+                KTCSimConfig(electrode_stretches=(0.1,) * 32).fingerprint(),
+                KTCSimConfig(drift=0.1).fingerprint()}) == 6
     with pytest.raises(ValueError, match="electrode_stretches"):
         KTCSimConfig(electrode_stretches=(0.1,) * 16)
+    with pytest.raises(ValueError, match="drift must be in"):
+        KTCSimConfig(drift=-0.1)
 
 
 def test_shapes_added_with_weight_zero_change_no_sample():
@@ -95,3 +98,11 @@ def test_simulate_is_reproducible_and_resumes(tmp_path):
     moved = load_ktc_simulation(simulate_ktc(wide, tmp_path / "c", reference=ref, log=None))
     np.testing.assert_array_equal(moved["truth"], data["truth"][:2])
     assert np.all(np.abs(moved["reference"] - data["reference"][:2]).max(axis=1) > 1e-3)
+    # a drift of the water between the two recordings: the same targets, a change that no longer vanishes
+    # in the water (about −drift × the empty tank's voltages)
+    drifted = load_ktc_simulation(simulate_ktc(dataclasses.replace(config, n_samples=2, drift=0.3),
+                                               tmp_path / "d", reference=ref, log=None))
+    np.testing.assert_array_equal(drifted["truth"], data["truth"][:2])
+    along_empty = lambda d: np.einsum("nm,nm->n", d["voltages"] - d["reference"], d["reference"]) / np.einsum(
+        "nm,nm->n", d["reference"], d["reference"])                                       # noqa: E731
+    assert np.all(np.abs(along_empty(data)[:2]) < 0.05) and np.all(np.abs(along_empty(drifted)) > 0.1)

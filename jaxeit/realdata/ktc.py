@@ -260,7 +260,8 @@ def _rotated_mesh(mesh: Mesh, offset: float, direction: str) -> Mesh:
 
 
 def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw", "cw"), *,
-                       calibration: Calibration | None = None, iterations: int = 6) -> list[dict]:
+                       calibration: Calibration | None = None, iterations: int = 6,
+                       drift: bool = False) -> list[dict]:
     """Residual of the best two-contrast truth model for every candidate electrode geometry.
 
     ``mesh`` must have electrode k at angle 2πk/L (``ktc_mesh(offset=0, direction="ccw")``).
@@ -269,8 +270,10 @@ def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw",
     inverse placement (:func:`truth_to_mesh` on the mesh rotated/reflected
     into the image frame), σ = σ_bg·(1 + f₂(e^a − 1) + f₁(e^b − 1)), and the two
     log-contrasts (a, b) are fitted by Gauss–Newton to the measured change:
-    min ‖F(σ) − F(σ_bg) − (v − v_ref)‖. Returns one dict per candidate and
-    target with the relative residual.
+    min ‖F(σ) − F(σ_bg) − (v − v_ref)‖. With ``drift`` the water of the target
+    may differ from the empty tank's: σ_bg·e^c in place of σ_bg in σ, c fitted
+    too (a temperature change between the two recordings). Returns one dict per
+    candidate and target with the relative residual (and ``log_drift`` c).
     """
     import jax
 
@@ -286,7 +289,7 @@ def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw",
     def resid_jac(p, f2, f1, dv, active):
         def r(p):
             q = p * active
-            sig = sbg * (1 + f2 * (jnp.exp(q[0]) - 1) + f1 * (jnp.exp(q[1]) - 1))
+            sig = sbg * jnp.exp(q[2]) * (1 + f2 * (jnp.exp(q[0]) - 1) + f1 * (jnp.exp(q[1]) - 1))
             return model.voltages(sig) - v0 - dv
         return r(p), jax.jacfwd(r)(p) * active[None, :]
 
@@ -297,17 +300,18 @@ def fit_truth_geometry(datasets, truths, mesh: Mesh, offsets, directions=("ccw",
                 if not np.array_equal(ds.mask, ds0.mask):
                     raise ValueError("all data sets must share the measurement mask")
                 f2, f1 = truth_to_mesh(truth, placed)
-                active = jnp.array([float(f2.any()), float(f1.any())])
+                active = jnp.array([float(f2.any()), float(f1.any()), float(drift)])
                 dv = jnp.asarray((ds.voltages - ds.reference)[ds.mask])
-                p = jnp.array([math.log(10.0), math.log(0.1)]) * active
+                p = jnp.array([math.log(10.0), math.log(0.1), 0.0]) * active
                 for _ in range(iterations):
                     r, jac = resid_jac(p, f2, f1, dv, active)
-                    jtj = jac.T @ jac + 1e-9 * (jnp.trace(jac.T @ jac) + 1e-30) * jnp.eye(2)
+                    jtj = jac.T @ jac + 1e-9 * (jnp.trace(jac.T @ jac) + 1e-30) * jnp.eye(3)
                     p = jnp.clip(p - jnp.linalg.solve(jtj, jac.T @ r), -6.0, 6.0) * active
                 r, _ = resid_jac(p, f2, f1, dv, active)
                 rows.append(dict(target=k, offset=float(offset), direction=direction,
                                  residual=float(jnp.linalg.norm(r) / jnp.linalg.norm(dv)),
-                                 log_contrast_conductive=float(p[0]), log_contrast_resistive=float(p[1])))
+                                 log_contrast_conductive=float(p[0]), log_contrast_resistive=float(p[1]),
+                                 log_drift=float(p[2])))
     return rows
 
 

@@ -29,6 +29,9 @@ counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
   removed (``benchmarks/results/real_data.md``, ref.mat alone); a change computed by the same model
   is taken to be as uncertain, else the simulated data are cleaner than the tank's and reward
   reconstructions that fit detail the real data do not carry.
+* **Drift** (optional, ``drift``): the water of the target recording differs from the empty tank's by
+  the factor e^U(−drift, drift) (temperature: the real targets' changes fit their truths far better
+  with a uniform drift of the water, up to +8 %, ``benchmarks/ktc_model_error.py``).
 * **Electrode widths** (optional, ``electrode_stretches``): the data and the calibration meshes with
   each electrode at an effective width (:func:`jaxeit.realdata.tanks.stretch_electrodes`), e.g. the
   widths :func:`jaxeit.realdata.calibrate.fit_electrode_widths` finds in ``ref.mat``; the reconstructions
@@ -76,6 +79,8 @@ SHAPES = ("disc", "polygon", "blob", "bar", "cross", "ellipse", "ellipse-cross")
 #: recorded simulation keeps its samples: a shape of weight 0 changes no random draw)
 THIN_SHAPE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 0.75)
 _ELONGATED = ("bar", "cross", "ellipse", "ellipse-cross")
+#: fields added to KTCSimConfig after the first simulations, with the value that draws the same samples
+_LATER_FIELDS = {"electrode_stretches": None, "drift": 0.0}
 _FIRST_SHAPES = 5                # the shapes of the first simulator (the rest came later)
 #: arrays of a simulator shard
 SIM_FIELDS = ("index", "truth", "voltages", "reference", "sigma_bg", "contact_impedance")
@@ -113,6 +118,7 @@ class KTCSimConfig:
     shard_size: int = 256
     batch_size: int = 16
     electrode_stretches: tuple | None = None   # (32,) effective widths (tanks.stretch_electrodes); None: as drawn
+    drift: float = 0.0                      # the target's water: σ_bg·e^U(−drift, drift) against the empty tank's
 
     def __post_init__(self):
         bad = lambda msg: (_ for _ in ()).throw(ValueError(f"KTCSimConfig: {msg}"))  # noqa: E731
@@ -136,6 +142,8 @@ class KTCSimConfig:
             bad("touch_probability must be in [0, 1] and background_spread in [0, 1)")
         if not 0 < self.z_factor[0] <= self.z_factor[1]:
             bad(f"z_factor must be 0 < lo <= hi, got {self.z_factor}")
+        if not 0 <= self.drift < 1:
+            bad(f"drift must be in [0, 1) (a log-conductivity half-range), got {self.drift}")
         if self.electrode_stretches is not None and len(self.electrode_stretches) != 32:
             bad(f"electrode_stretches must be None or 32 numbers, got {len(self.electrode_stretches)}")
 
@@ -144,8 +152,9 @@ class KTCSimConfig:
         shard and batch sizes (records and caches of simulated tanks are keyed on it)."""
         fields = {k: v for k, v in dataclasses.asdict(self).items()
                   if k not in ("n_samples", "shard_size", "batch_size")}
-        if self.electrode_stretches is None:    # a field added later: absent, it changes no fingerprint
-            del fields["electrode_stretches"]
+        for name, neutral in _LATER_FIELDS.items():   # fields added later: at their neutral value they change
+            if fields[name] == neutral:                  # no sample, so they stay out of the fingerprint
+                del fields[name]
         weights = list(self.shape_weights)      # shapes added later with weight 0 change no sample: the
         while len(weights) > _FIRST_SHAPES and weights[-1] == 0:   # fingerprints of earlier simulations stay
             weights.pop()
@@ -262,6 +271,8 @@ def _sample_parameters(config: KTCSimConfig, index: int, sigma_cal: float, z_cal
         image[mask] = sigma_bg * 10.0 ** rng.uniform(*decades)
     z = z_cal * math.exp(rng.uniform(math.log(config.z_factor[0]), math.log(config.z_factor[1])))
     z = z * np.exp(config.z_electrode_spread * rng.standard_normal(n_electrodes))   # no two electrodes alike
+    if config.drift > 0:          # drawn last and only when asked for: without drift every sample stays the same
+        image[truth == 0] *= math.exp(rng.uniform(-config.drift, config.drift))
     return truth, image, sigma_bg, z, rng
 
 
@@ -283,9 +294,8 @@ def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
     reference = resolve_data_path(reference)
     log = log or (lambda *_: None)
     meta_path = out / "metadata.json"
-    config_json = dataclasses.asdict(config)
-    if config.electrode_stretches is None:   # a field added later: absent, folders made before it still match
-        del config_json["electrode_stretches"]
+    config_json = {k: v for k, v in dataclasses.asdict(config).items()      # folders made before a later
+                   if k not in _LATER_FIELDS or v != _LATER_FIELDS[k]}     # field still match without it
     if meta_path.exists():
         saved = json.loads(meta_path.read_text())["config"]
         if saved != json.loads(json.dumps(config_json)):
