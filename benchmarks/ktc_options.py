@@ -131,8 +131,8 @@ def main(argv=None) -> int:
                         images[recon] = res.image, res.wall_time
                         score = res.score
                     else:                              # the same reconstruction, segmented by this variant's rule
-                        seg = ktc.segment_image(images[recon][0], opts.get("segmentation", "otsu"),
-                                                level=opts.get("segment_level", 0.25))
+                        seg = ktc.segment_image(images[recon][0], opts["segmentation"],
+                                                level=opts.get("segment_level", ktc.DEFAULT_SEGMENT_LEVEL))
                         score = ktc.score(seg, sim["truth"][i])
                     seconds = images[recon][1]
                     cache.put(key, dict(method=args.method, variant=name, level=level, tank=int(i), seed=SEED,

@@ -48,18 +48,19 @@ from jaxeit.realdata.tanks import KIT4_DIRECTION, KIT4_OFFSET  # noqa: E402
 
 KTC_H = 0.014  # reconstruction mesh of KTC2023 (≈ 1.6k elements)
 KIT4_H = 0.013  # reconstruction mesh of KIT4 (≈ 1.9k elements)
+#: the classical MAP-GN, named by the pipeline's correlation length for it
+BEST = f"MAP-GN, Gaussian prior ({100 * ktc.PIPELINE_OPTIONS['gn-gaussian']['corrlength']:g} cm) + drift"
 KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "baseline (organisers)": ("baseline", {}, None),
     "one-step, Laplace": ("one-step", dict(alpha=1.0), None),
     "GN, Laplace (α=0.03)": ("gn", dict(alpha=0.03, max_iter=8), None),
-    "MAP-GN, Gaussian prior (6 cm) + drift": ("gn-gaussian", {}, None),
+    BEST: ("gn-gaussian", {}, None),
     "TV (PD-IPM, σ)": ("tv", dict(alpha=1e-5, max_iter=25), (1,)),
     "TV of log σ": ("tv-log", dict(alpha=1e-4), (1,)),
     "INR+TV": ("inr+tv", {}, (1,)),
     "Diff-INR": ("diff-inr", {}, None),
     "U-Net segmenter (learned)": ("unet", {}, None),   # = LEARNED
 }
-BEST = "MAP-GN, Gaussian prior (6 cm) + drift"
 #: the challenge winners' self-reported means on the 4 training targets, levels 1-7 (Denker et al. 2024)
 LEARNED = "U-Net segmenter (learned)"
 WINNERS = dict(zip(range(1, 8), (0.873, 0.881, 0.866, 0.838, 0.791, 0.643, 0.681)))

@@ -153,13 +153,13 @@ def method_descriptions(kind: str) -> dict[str, str]:
 
     if kind == "ktc":
         from .realdata.ktc import METHODS as KTC_METHODS
-        from .realdata.ktc import segmentation_words
+        from .realdata.ktc import DEFAULT_SEGMENTATION, pipeline_segmentation, segmentation_words
 
         def ktc_line(name: str) -> str:
             if name not in METHODS:
                 return str(KTC_METHODS[name]).split(";")[0]
-            rule = segmentation_words(name)
-            return METHODS[name].description + ("" if rule == "three-class Otsu" else f"; {rule}")
+            named = pipeline_segmentation(name)[0] != DEFAULT_SEGMENTATION   # the help names other rules
+            return METHODS[name].description + (f"; {segmentation_words(name)}" if named else "")
 
         return {name: ktc_line(name) for name in sorted(KTC_METHODS)}
     from . import dgm  # noqa: F401  (registers the learned methods cnf, cvae, csd, dps)

@@ -58,7 +58,8 @@ from .imaging import ImagingProblem, noise_weights, prepare, reconstruct_dataset
 
 __all__ = ["KTC_GRID", "to_truth_frame", "pixel_centres", "mesh_to_image", "truth_to_mesh", "segment_otsu",
            "segment", "disk_mask", "baseline_reconstruction", "fit_truth_geometry", "score",
-           "KTCResult", "reconstruct_ktc", "METHODS", "PIPELINE_OPTIONS", "segment_image", "SEGMENTATIONS"]
+           "KTCResult", "reconstruct_ktc", "METHODS", "PIPELINE_OPTIONS", "segment_image", "SEGMENTATIONS",
+           "pipeline_segmentation"]
 
 #: the truth pixel grid in the jaxeit convention (row index = +y); flipud gives the truth frame
 KTC_GRID = Grid.square(KTC_RADIUS, 256)
@@ -158,11 +159,12 @@ def segment_otsu(image, mask=None) -> np.ndarray:
     return out
 
 
-#: the segmentation rules of :func:`segment_image`
+#: the segmentation rules of :func:`segment_image`, and the rule and floor a method gets unless named
 SEGMENTATIONS = ("otsu", "sided")
+DEFAULT_SEGMENTATION, DEFAULT_SEGMENT_LEVEL = "otsu", 0.25
 
 
-def segment_image(image, rule: str = "otsu", *, level: float = 0.25) -> np.ndarray:
+def segment_image(image, rule: str = DEFAULT_SEGMENTATION, *, level: float = DEFAULT_SEGMENT_LEVEL) -> np.ndarray:
     """Segment a truth-frame change image by ``rule``: ``"otsu"`` (:func:`segment_otsu`) or ``"sided"``
     (:func:`segment` of the image minus its median over the tank, with the relative floor ``level``).
 
@@ -356,12 +358,16 @@ PIPELINE_OPTIONS = {
 }
 
 
+def pipeline_segmentation(method: str) -> tuple[str, float]:
+    """(rule, floor) by which the pipeline segments ``method``'s image (:data:`PIPELINE_OPTIONS`)."""
+    opts = PIPELINE_OPTIONS.get(method, {})
+    return opts.get("segmentation", DEFAULT_SEGMENTATION), opts.get("segment_level", DEFAULT_SEGMENT_LEVEL)
+
+
 def segmentation_words(method: str) -> str:
     """How the pipeline segments ``method``'s image, in words (e.g. ``"three-class Otsu"``)."""
-    opts = PIPELINE_OPTIONS.get(method, {})
-    if opts.get("segmentation", "otsu") == "otsu":
-        return "three-class Otsu"
-    return f"sided thresholds (floor {opts.get('segment_level', 0.25):g})"
+    rule, level = pipeline_segmentation(method)
+    return "three-class Otsu" if rule == "otsu" else f"sided thresholds (floor {level:g})"
 
 
 #: name → description of the methods :func:`reconstruct_ktc` accepts (the presets and the registry)
@@ -412,9 +418,10 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
     else:
         for name, value in PIPELINE_OPTIONS.get(method, {}).items():
             options.setdefault(name, value)
-        chosen = options.pop("segmentation", None), options.pop("segment_level", None)   # not the method's
-        segmentation = chosen[0] if segmentation is None else segmentation
-        segment_level = chosen[1] if segment_level is None else segment_level
+        options.pop("segmentation", None), options.pop("segment_level", None)   # the pipeline's, not the method's
+        rule, floor = pipeline_segmentation(method)
+        segmentation = rule if segmentation is None else segmentation
+        segment_level = floor if segment_level is None else segment_level
         spec = resolve(method, **options)
         if spec.name == "gn-gaussian" and problem is None:  # the MAP needs data whitened by the noise std
             base = prepare(dataset, mesh, calibration=calibration)
@@ -427,7 +434,8 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
         else:
             contrast = np.log(np.maximum(np.asarray(result.sigma), 1e-3 * prob.sigma_bg) / prob.sigma_bg)
     image = mesh_to_image(mesh, contrast)
-    seg = segment_image(image, segmentation or "otsu", level=0.25 if segment_level is None else segment_level)
+    seg = segment_image(image, segmentation or DEFAULT_SEGMENTATION,
+                        level=DEFAULT_SEGMENT_LEVEL if segment_level is None else segment_level)
     sc = float("nan") if truth is None else score(seg, truth)
     return KTCResult(method=method, level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
                      wall_time=time.perf_counter() - t0)
