@@ -224,6 +224,9 @@ def main(argv=None):
         f"{card['early_stop'].get('best')} at step {card['early_stop'].get('best_step')}.{notes}", "",
         *([] if args.skip_targets else [
             "## The 4 public training targets (official score; never used for training or for settings)", "",
+            "Their truths served one diagnosis (`ktc_model_error.md`: the water drifts between the empty-tank "
+            "and the target recordings), which set the range of the simulator's `drift`; no weight or setting "
+            "was chosen by their scores.", "",
             markdown_table(header, rows), "",
             f"{sum_line} (winners' means: {sum(WINNERS[lv - 1] for lv in levels):.2f}). "
             f"{seconds:.2f} s per target (segmentation only; the linearised operators are set up once).", ""]),

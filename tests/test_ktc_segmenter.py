@@ -111,7 +111,8 @@ def test_fit_class_bias_finds_the_offset_that_undoes_a_shifted_logit(tmp_path):
     import json
 
     from jaxeit.metrics import ktc_score
-    from jaxeit.realdata.ktc_segmenter import decide, fit_class_bias, read_class_bias, write_class_bias
+    from jaxeit.realdata.ktc_segmenter import (decide, fit_class_bias, read_class_bias, weights_fingerprint,
+                                               write_class_bias)
 
     yy, xx = np.mgrid[:256, :256]
     truth = np.zeros((2, 256, 256), np.uint8)
@@ -135,3 +136,11 @@ def test_fit_class_bias_finds_the_offset_that_undoes_a_shifted_logit(tmp_path):
     assert json.loads((tmp_path / "segmenter.json").read_text())["steps"] == 1   # the rest of the card stays
     with pytest.raises(ValueError, match="finite"):
         write_class_bias(tmp_path, (0.0, np.nan, 0.0), {})
+    # caches of scores are keyed on the weights and the offsets: either one changes the fingerprint
+    assert weights_fingerprint(tmp_path) == "none"
+    (tmp_path / "segmenter.npz").write_bytes(b"weights")
+    before = weights_fingerprint(tmp_path)
+    write_class_bias(tmp_path, (0.0, 0.0, 0.5), {"chosen_on": "test"})
+    after = weights_fingerprint(tmp_path)
+    (tmp_path / "segmenter.npz").write_bytes(b"other weights")
+    assert len({before, after, weights_fingerprint(tmp_path)}) == 3

@@ -41,11 +41,35 @@ def test_config_checks():
                 KTCSimConfig(size_range=(14.0, 42.0)).fingerprint(),
                 KTCSimConfig(shape_weights=THIN_SHAPE_WEIGHTS).fingerprint(),
                 KTCSimConfig(electrode_stretches=(0.1,) * 32).fingerprint(),
-                KTCSimConfig(drift=0.1).fingerprint()}) == 6
+                KTCSimConfig(drift=0.1).fingerprint(),
+                KTCSimConfig(drift=0.1, drift_fraction=0.5).fingerprint()}) == 7
     with pytest.raises(ValueError, match="electrode_stretches"):
         KTCSimConfig(electrode_stretches=(0.1,) * 16)
     with pytest.raises(ValueError, match="drift must be in"):
         KTCSimConfig(drift=-0.1)
+    with pytest.raises(ValueError, match="drift_fraction must be in"):
+        KTCSimConfig(drift=0.1, drift_fraction=1.5)
+
+
+def test_drift_fraction_draws_drifting_and_still_tanks():
+    """``drift_fraction`` < 1: that share of the tanks drifts, the others keep the empty tank's water
+    (the same truths and objects in both)."""
+    from jaxeit.realdata.ktc_simulator import _sample_parameters
+
+    def water_factors(config):
+        factors = []
+        for index in range(40):
+            truth, image, sigma_bg, _, _ = _sample_parameters(config, index, 1e-3, 1e-4, 32)
+            factors.append(np.median(image[truth == 0]) / sigma_bg)
+        return np.array(factors)
+
+    still = water_factors(KTCSimConfig(drift=0.1, drift_fraction=0.0))
+    mixed = water_factors(KTCSimConfig(drift=0.1, drift_fraction=0.5))
+    always = water_factors(KTCSimConfig(drift=0.1))
+    np.testing.assert_allclose(still, 1.0)
+    assert 8 <= np.sum(np.abs(mixed - 1) > 1e-12) <= 32          # about half of 40 drift
+    assert np.all(np.abs(np.log(mixed)) <= 0.1 + 1e-12) and np.all(np.abs(np.log(always)) <= 0.1 + 1e-12)
+    assert np.sum(np.abs(always - 1) > 1e-12) == 40
 
 
 def test_shapes_added_with_weight_zero_change_no_sample():

@@ -71,8 +71,10 @@ def test_readme_command_line_runs(line, tmp_path):
     # a compilation cache of its own (as above)
     env = dict(os.environ, MPLBACKEND="Agg", JAXEIT_DATA=str(data), JAXEIT_CACHE_DIR=str(tmp_path / "xla"),
                PYTHONPATH=os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])]))
-    proc = subprocess.run([sys.executable, "-m", "jaxeit.cli", *shlex.split(line)[1:]], cwd=tmp_path, env=env,
-                          capture_output=True, text=True, timeout=600)
+    # faulthandler: a crash in native code (seen twice, rarely, at the first compilation of `demo --quick`
+    # under a loaded CPU) leaves the Python stack of every thread in the message below
+    proc = subprocess.run([sys.executable, "-X", "faulthandler", "-m", "jaxeit.cli", *shlex.split(line)[1:]],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, f"`{line}` failed:\n{proc.stderr[-3000:]}"
     words = shlex.split(line)
     if words[1] == "reconstruct":

@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import hashlib
 import json
 from pathlib import Path
 
@@ -51,7 +52,7 @@ from .ktc_simulator import load_ktc_simulation
 from .tanks import ktc_mesh
 
 __all__ = ["SegmenterConfig", "train_segmenter", "Segmenter", "segmenter_loss", "decide", "fit_class_bias",
-           "read_class_bias", "write_class_bias", "BIAS_GRID", "CHECKPOINT_NAME", "SHIPPED"]
+           "read_class_bias", "write_class_bias", "weights_fingerprint", "BIAS_GRID", "CHECKPOINT_NAME", "SHIPPED"]
 
 CHECKPOINT_NAME = "checkpoint.npz"
 #: the shipped segmenter's folder (``segmenter.npz`` + ``segmenter.json``), if this install has one
@@ -453,6 +454,17 @@ def fit_class_bias(logits, truth, *, grid=BIAS_GRID, sweeps: int = 2, chunk: int
 def _score_batch(logits, truth, bias):
     labels = jnp.where(jnp.asarray(disk_mask()), jnp.argmax(logits + bias, axis=-1), 0)
     return ktc_score(labels, truth)
+
+
+def weights_fingerprint(folder=None) -> str:
+    """8 hex digits of a segmenter folder's weights and decision offsets (both set its output; default: the
+    shipped weights; ``"none"`` where the folder holds no weights). Caches of scores are keyed on it."""
+    folder = Path(SHIPPED if folder is None else folder)
+    path = folder / "segmenter.npz"
+    if not path.exists():
+        return "none"
+    bias = read_class_bias(folder)
+    return hashlib.sha1(path.read_bytes() + (repr(bias).encode() if any(bias) else b"")).hexdigest()[:8]
 
 
 def read_class_bias(folder) -> tuple:

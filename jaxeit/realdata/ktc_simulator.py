@@ -31,7 +31,8 @@ counter-clockwise, 32 electrodes of 11.29 mm on a 0.115 m tank):
   reconstructions that fit detail the real data do not carry.
 * **Drift** (optional, ``drift``): the water of the target recording differs from the empty tank's by
   the factor e^U(−drift, drift) (temperature: the real targets' changes fit their truths far better
-  with a uniform drift of the water, up to +8 %, ``benchmarks/ktc_model_error.py``).
+  with a uniform drift of the water, up to +8 %, ``benchmarks/ktc_model_error.py``); with
+  ``drift_fraction`` < 1 only that share of the tanks drifts, the others keep the empty tank's water.
 * **Electrode widths** (optional, ``electrode_stretches``): the data and the calibration meshes with
   each electrode at an effective width (:func:`jaxeit.realdata.tanks.stretch_electrodes`), e.g. the
   widths :func:`jaxeit.realdata.calibrate.fit_electrode_widths` finds in ``ref.mat``; the reconstructions
@@ -80,7 +81,7 @@ SHAPES = ("disc", "polygon", "blob", "bar", "cross", "ellipse", "ellipse-cross")
 THIN_SHAPE_WEIGHTS = (1.0, 1.0, 1.0, 1.0, 0.5, 1.0, 0.75)
 _ELONGATED = ("bar", "cross", "ellipse", "ellipse-cross")
 #: fields added to KTCSimConfig after the first simulations, with the value that draws the same samples
-_LATER_FIELDS = {"electrode_stretches": None, "drift": 0.0}
+_LATER_FIELDS = {"electrode_stretches": None, "drift": 0.0, "drift_fraction": 1.0}
 _FIRST_SHAPES = 5                # the shapes of the first simulator (the rest came later)
 #: arrays of a simulator shard
 SIM_FIELDS = ("index", "truth", "voltages", "reference", "sigma_bg", "contact_impedance")
@@ -119,6 +120,7 @@ class KTCSimConfig:
     batch_size: int = 16
     electrode_stretches: tuple | None = None   # (32,) effective widths (tanks.stretch_electrodes); None: as drawn
     drift: float = 0.0                      # the target's water: σ_bg·e^U(−drift, drift) against the empty tank's
+    drift_fraction: float = 1.0             # the share of tanks whose water drifts (the others: none)
 
     def __post_init__(self):
         bad = lambda msg: (_ for _ in ()).throw(ValueError(f"KTCSimConfig: {msg}"))  # noqa: E731
@@ -144,6 +146,8 @@ class KTCSimConfig:
             bad(f"z_factor must be 0 < lo <= hi, got {self.z_factor}")
         if not 0 <= self.drift < 1:
             bad(f"drift must be in [0, 1) (a log-conductivity half-range), got {self.drift}")
+        if not 0 <= self.drift_fraction <= 1:
+            bad(f"drift_fraction must be in [0, 1] (the share of drifting tanks), got {self.drift_fraction}")
         if self.electrode_stretches is not None and len(self.electrode_stretches) != 32:
             bad(f"electrode_stretches must be None or 32 numbers, got {len(self.electrode_stretches)}")
 
@@ -272,7 +276,10 @@ def _sample_parameters(config: KTCSimConfig, index: int, sigma_cal: float, z_cal
     z = z_cal * math.exp(rng.uniform(math.log(config.z_factor[0]), math.log(config.z_factor[1])))
     z = z * np.exp(config.z_electrode_spread * rng.standard_normal(n_electrodes))   # no two electrodes alike
     if config.drift > 0:          # drawn last and only when asked for: without drift every sample stays the same
-        image[truth == 0] *= math.exp(rng.uniform(-config.drift, config.drift))
+        drifts = config.drift_fraction >= 1 or rng.uniform() < config.drift_fraction
+        factor = math.exp(rng.uniform(-config.drift, config.drift))
+        if drifts:
+            image[truth == 0] *= factor
     return truth, image, sigma_bg, z, rng
 
 
