@@ -21,6 +21,7 @@ Resumable: one JSON line per (method, variant, tank) in ``--records``.
 
     python benchmarks/ktc_options.py --method gn-gaussian [--per-level 4]
     python benchmarks/ktc_options.py --method diff-inr --per-level 3
+    python benchmarks/ktc_options.py --method gn-gaussian --drift 0.1 --out benchmarks/results/ktc_options_gn-gaussian_drift.md
 """
 
 from __future__ import annotations
@@ -100,6 +101,9 @@ def main(argv=None) -> int:
     ap.add_argument("--variants", default=None, help="comma-separated numbers of the method's variants (0 = defaults)")
     ap.add_argument("--max-minutes", type=float, default=None,
                     help="stop starting reconstructions after this long (resumable) and write the table so far")
+    ap.add_argument("--drift", type=float, default=0.0,
+                    help="validation tanks whose water drifts by a factor e^U(-D, D) between the empty tank and the "
+                         "target (KTCSimConfig(drift=...)), as the public targets' water does")
     ap.add_argument("--sim-dir", type=Path, default=Path(__file__).resolve().parent / ".cache" / "ktc_validation")
     ap.add_argument("--records", type=Path, default=None, help="default results/ktc_options_<method>_records.jsonl")
     ap.add_argument("--out", type=Path, default=None, help="default results/ktc_options_<method>.md")
@@ -110,7 +114,9 @@ def main(argv=None) -> int:
     out = args.out or RESULTS / f"ktc_options_{args.method}.md"
     ref = resolve_data_path("ktc2023/training/ref.mat")
     n = 7 * args.per_level
-    sim_config = KTCSimConfig(n_samples=n, seed=SEED, shard_size=n)
+    if not 0 <= args.drift < 1:
+        ap.error(f"--drift must be in [0, 1) (a log-conductivity half-range), got {args.drift}")
+    sim_config = KTCSimConfig(n_samples=n, seed=SEED, shard_size=n, drift=args.drift)
     tag = sim_config.fingerprint()                     # records and tanks belong to this simulator
     sim = load_ktc_simulation(simulate_ktc(sim_config, args.sim_dir / f"{tag}_n{n}", reference=ref, log=None))
     mesh = ktc_mesh(h=0.014)
@@ -155,7 +161,9 @@ def main(argv=None) -> int:
                      f"{np.median([r['seconds'] for r in recs]):.1f}"])
     text = "\n".join([machine_header(f"KTC2023: {args.method}'s options on simulated validation tanks"),
                       __doc__.split("\n\n")[1], "",
-                      f"Simulator: `KTCSimConfig` defaults, fingerprint `{tag}` (records of other simulators are "
+                      f"Simulator: `KTCSimConfig` defaults"
+                      + (f" with `drift={args.drift:g}`" if args.drift else "")
+                      + f", fingerprint `{tag}` (records of other simulators are "
                       "kept but not shown). Differences are paired, to the variant "
                       f"“{default}”, on the tanks both have.", "",
                       markdown_table(["variant", "tanks", "score", "paired Δ",
