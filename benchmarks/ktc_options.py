@@ -88,8 +88,6 @@ VARIANTS = {
                                                            **_sided(0.35)},
     },
 }
-#: the options that only choose the segmentation: variants that differ in nothing else share one reconstruction
-SEGMENTATION_OPTIONS = ("segmentation", "segment_level")
 LEVELS = tuple(range(1, 8))
 SEED = 20_002
 
@@ -131,7 +129,8 @@ def main(argv=None) -> int:
                 key = f"{args.method}|{name}|{level}|{i}|{SEED}|{tag}"
                 if cache.get(key) is None and time.time() < deadline:
                     opts = variants[name]
-                    recon = repr(sorted((k, v) for k, v in opts.items() if k not in SEGMENTATION_OPTIONS))
+                    # variants that differ only in the segmentation share one reconstruction
+                    recon = repr(sorted((k, v) for k, v in opts.items() if k not in ktc.SEGMENTATION_OPTIONS))
                     if recon not in images:
                         res = ktc.reconstruct_ktc(ds, mesh, args.method, truth=sim["truth"][i], **opts)
                         images[recon] = res.image, res.wall_time

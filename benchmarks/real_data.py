@@ -258,10 +258,11 @@ def ktc_scores_section(data: Path, quick: bool, out_dir: Path, cache: SectionCac
                 f"{n} {lscores[(n, level, k)]:.3f}" for n in methods if (n, level, k) in lscores), flush=True)
         return lscores, ltimes, limages
 
+    learned = weights_fingerprint()                      # the learned method's scores belong to its weights
     for level in levels:
         run_here = sorted(n for n, (_, _, only) in methods.items() if only is None or level in only)
         settings = [(n, methods[n][1], ktc.PIPELINE_OPTIONS.get(methods[n][0]))
-                    + ((weights_fingerprint(),) if methods[n][0] == "unet" else ()) for n in run_here]
+                    + ((learned,) if methods[n][0] == "unet" else ()) for n in run_here]
         tag = hashlib.sha1(repr(settings).encode()).hexdigest()[:8]     # new methods or settings recompute the level
         lscores, ltimes, limages = cache(f"ktc_level{level}_{tag}", one_level, level)
         scores.update(lscores)

@@ -59,7 +59,7 @@ from .imaging import ImagingProblem, noise_weights, prepare, reconstruct_dataset
 __all__ = ["KTC_GRID", "to_truth_frame", "pixel_centres", "mesh_to_image", "truth_to_mesh", "segment_otsu",
            "segment", "disk_mask", "baseline_reconstruction", "fit_truth_geometry", "score",
            "KTCResult", "reconstruct_ktc", "METHODS", "PIPELINE_OPTIONS", "segment_image", "SEGMENTATIONS",
-           "pipeline_segmentation"]
+           "SEGMENTATION_OPTIONS", "pipeline_segmentation"]
 
 #: the truth pixel grid in the jaxeit convention (row index = +y); flipud gives the truth frame
 KTC_GRID = Grid.square(KTC_RADIUS, 256)
@@ -162,6 +162,8 @@ def segment_otsu(image, mask=None) -> np.ndarray:
 #: the segmentation rules of :func:`segment_image`, and the rule and floor a method gets unless named
 SEGMENTATIONS = ("otsu", "sided")
 DEFAULT_SEGMENTATION, DEFAULT_SEGMENT_LEVEL = "otsu", 0.25
+#: the keys of :data:`PIPELINE_OPTIONS` that choose the segmentation, not the reconstruction
+SEGMENTATION_OPTIONS = ("segmentation", "segment_level")
 
 
 def segment_image(image, rule: str = DEFAULT_SEGMENTATION, *, level: float = DEFAULT_SEGMENT_LEVEL) -> np.ndarray:
@@ -416,13 +418,9 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
     if method == "baseline":
         contrast = baseline_reconstruction(dataset, mesh, **options)
     else:
-        for name, value in PIPELINE_OPTIONS.get(method, {}).items():
-            options.setdefault(name, value)
-        options.pop("segmentation", None), options.pop("segment_level", None)   # the pipeline's, not the method's
-        rule, floor = pipeline_segmentation(method)
-        segmentation = rule if segmentation is None else segmentation
-        segment_level = floor if segment_level is None else segment_level
-        spec = resolve(method, **options)
+        pipeline = {name: value for name, value in PIPELINE_OPTIONS.get(method, {}).items()
+                    if name not in SEGMENTATION_OPTIONS}          # the reconstruction's settings only
+        spec = resolve(method, **{**pipeline, **options})
         if spec.name == "gn-gaussian" and problem is None:  # the MAP needs data whitened by the noise std
             base = prepare(dataset, mesh, calibration=calibration)
             w = noise_weights(base.dataset.reference[base.dataset.mask], 5e-4, 1e-4, normalise=False)
@@ -434,8 +432,9 @@ def reconstruct_ktc(dataset: EITDataset, mesh: Mesh, method: str = "tv", *, trut
         else:
             contrast = np.log(np.maximum(np.asarray(result.sigma), 1e-3 * prob.sigma_bg) / prob.sigma_bg)
     image = mesh_to_image(mesh, contrast)
-    seg = segment_image(image, segmentation or DEFAULT_SEGMENTATION,
-                        level=DEFAULT_SEGMENT_LEVEL if segment_level is None else segment_level)
+    rule, floor = pipeline_segmentation(method)        # an explicit rule or floor wins
+    seg = segment_image(image, rule if segmentation is None else segmentation,
+                        level=floor if segment_level is None else segment_level)
     sc = float("nan") if truth is None else score(seg, truth)
     return KTCResult(method=method, level=level, contrast=contrast, image=image, segmentation=seg, score=sc,
                      wall_time=time.perf_counter() - t0)
