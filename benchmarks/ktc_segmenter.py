@@ -130,6 +130,11 @@ def _target_scores(segs: dict, folder: Path, ref: Path, levels) -> dict:
     return out
 
 
+def _loss_name(config: dict) -> str:
+    weight = float(config.get("score_weight", 0.0))
+    return f"cross-entropy + {weight:g} × (1 − soft KTC score)" if weight else "cross-entropy"
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--workdir", type=Path, default=SHIPPED,
@@ -220,8 +225,9 @@ def main(argv=None):
         machine_header("KTC2023: the learned segmenter"),
         f"Model: `{_shown(args.workdir)}` — {card['steps']} steps, {card['samples_seen']:,} samples seen "
         f"({card['epochs']:.2f} epochs of {card['training_samples']:,} simulated tanks), {card['wall_time_s'] / 60:.0f} min "
-        f"of training on {card['device']}; stop reason: {card['stop_reason']}; best validation cross-entropy "
-        f"{card['early_stop'].get('best')} at step {card['early_stop'].get('best_step')}.{notes}", "",
+        f"of training on {card['device']}; stop reason: {card['stop_reason']}; best validation loss "
+        f"({_loss_name(card['config'])}) {card['early_stop'].get('best'):.4f} at step "
+        f"{card['early_stop'].get('best_step')}.{notes}", "",
         *([] if args.skip_targets else [
             "## The 4 public training targets (official score; never used for training or for settings)", "",
             "Their truths served one diagnosis (`ktc_model_error.md`: the water drifts between the empty-tank "

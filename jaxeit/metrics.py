@@ -48,6 +48,7 @@ __all__ = [
     "dynamic_range",
     "rcr",
     "ktc_score",
+    "ktc_soft_score",
     "all_metrics",
 ]
 
@@ -500,6 +501,36 @@ def ktc_score(reco, truth):
     scores = [
         _ktc_ssim(class_mask(truth, c), class_mask(reco, c), mat) for c in (2, 1)
     ]
+    return 0.5 * (scores[0] + scores[1])
+
+
+def ktc_soft_score(probabilities, truth):
+    """A differentiable surrogate of :func:`ktc_score`: the class masks of the reconstruction are
+    replaced by its class probabilities.
+
+    The same SSIM as the official score (Gaussian window of std 80 px, ``c1 = 1e-4``,
+    ``c2 = 9e-4``) compares the truth's binary mask of class ``c`` with ``probabilities[..., c]``
+    for ``c in (2, 1)``; the mean of the two is returned. For one-hot probabilities it equals
+    ``ktc_score(argmax(probabilities), truth)``; a training loss ``1 - ktc_soft_score`` aims at
+    the challenge's score where the cross-entropy aims at pixel accuracy (the score rewards the
+    inclusions' shapes and penalises a missed small inclusion far more than a pixel count does).
+
+    Args:
+        probabilities: ``(..., 256, 256, 3)`` float class probabilities (water, resistive,
+            conductive), e.g. a softmax of logits.
+        truth: ``(..., 256, 256)`` integer ground-truth segmentation.
+
+    Returns:
+        Float array of shape ``(...)``.
+    """
+    probabilities = jnp.asarray(probabilities)
+    truth = jnp.asarray(truth)
+    if probabilities.shape[-3:] != (*KTC_SHAPE, 3) or truth.shape[-2:] != KTC_SHAPE:
+        raise ValueError(f"ktc_soft_score: probabilities must have shape (..., 256, 256, 3) and truth (..., 256, 256); "
+                         f"got {probabilities.shape} and {truth.shape}")
+    dtype = probabilities.dtype
+    mat = jnp.asarray(_ktc_filter_matrix(KTC_SHAPE[0]), dtype=dtype)
+    scores = [_ktc_ssim((truth == c).astype(dtype), probabilities[..., c], mat) for c in (2, 1)]
     return 0.5 * (scores[0] + scores[1])
 
 

@@ -52,6 +52,14 @@ def test_tiny_segmenter_trains_resumes_and_segments(tmp_path):
     with pytest.raises(ValueError, match="another network"):
         train_segmenter(sim, tmp_path / "d", reference=ref, progress=False, log=None,
                         config=dataclasses.replace(TINY, base_channels=4, init_from=str(tmp_path / "a")))
+    # the score term: its soft score is logged beside the cross-entropy, the card keeps the weight
+    scored = train_segmenter(sim, tmp_path / "f", reference=ref, progress=False, log=None,
+                             config=dataclasses.replace(TINY, steps=2, score_weight=1.0, init_from=str(tmp_path / "a")))
+    rows = [r for r in scored.history if "soft_score" in r]
+    assert rows and all(0.0 <= r["soft_score"] <= 1.0 and r["loss"] >= r["cross_entropy"] for r in rows)
+    assert Segmenter.load(tmp_path / "f", reference=ref).config.score_weight == 1.0
+    with pytest.raises(ValueError, match="score_weight must be a finite number >= 0"):
+        dataclasses.replace(TINY, score_weight=-1.0)
     # a one-level model: trained and usable at its level only; another level is refused, not guessed
     train_segmenter(sim, tmp_path / "e", reference=ref, progress=False, log=None,
                     config=dataclasses.replace(TINY, steps=2, levels=(3,), init_from=str(tmp_path / "a")))

@@ -205,6 +205,23 @@ def test_ktc_score_matches_official_and_batches():
     assert expected[0] > expected[1]
 
 
+def test_ktc_soft_score_is_the_score_on_one_hot_probabilities_and_differentiable():
+    truth = _ktc_phantom()
+    recos = np.stack([_ktc_phantom(shift=s) for s in (0.05, 0.2)])
+    onehot = jax.nn.one_hot(recos, 3, dtype=jnp.float64)
+    np.testing.assert_allclose(metrics.ktc_soft_score(onehot, truth), metrics.ktc_score(recos, truth), atol=1e-12)
+    # halfway between a poor guess and the truth scores between the two, and the gradient points to the truth
+    poor = onehot[1]
+    half = 0.5 * (poor + jax.nn.one_hot(truth, 3, dtype=jnp.float64))
+    assert float(metrics.ktc_soft_score(poor, truth)) < float(metrics.ktc_soft_score(half, truth)) < 1.0
+    grad = jax.grad(lambda p: metrics.ktc_soft_score(p, truth))(half)
+    assert np.isfinite(grad).all()
+    wrong = (np.asarray(poor[..., 2]) == 1) & (truth != 2)      # pixels called conductive that are not
+    assert float(jnp.mean(grad[..., 2][wrong])) < 0.0
+    with pytest.raises(ValueError, match=r"\(\.\.\., 256, 256, 3\)"):
+        metrics.ktc_soft_score(onehot[..., :2], truth)
+
+
 def test_paper_metrics_score_the_whole_square_with_zero_outside():
     skm = pytest.importorskip("skimage.metrics")
     n = 64
