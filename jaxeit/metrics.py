@@ -493,14 +493,18 @@ def ktc_score(reco, truth):
     if reco.ndim < 2 or reco.shape[-2:] != KTC_SHAPE:
         return jnp.zeros((), dtype=dtype)
 
+    return _ktc_class_mean(truth, lambda c: _ktc_class_mask(reco, c, dtype), dtype)
+
+
+def _ktc_class_mask(seg, c, dtype):
+    """Float mask of class ``c`` in a segmentation (``|value - c| < 0.1``, as in the official code)."""
+    return (jnp.abs(seg.astype(dtype) - c) < 0.1).astype(dtype)
+
+
+def _ktc_class_mean(truth, reco_map, dtype):
+    """Mean KTC SSIM over the inclusion classes 2 and 1: the truth's mask against ``reco_map(c)``."""
     mat = jnp.asarray(_ktc_filter_matrix(KTC_SHAPE[0]), dtype=dtype)
-
-    def class_mask(seg, c):
-        return (jnp.abs(seg.astype(dtype) - c) < 0.1).astype(dtype)
-
-    scores = [
-        _ktc_ssim(class_mask(truth, c), class_mask(reco, c), mat) for c in (2, 1)
-    ]
+    scores = [_ktc_ssim(_ktc_class_mask(truth, c, dtype), reco_map(c), mat) for c in (2, 1)]
     return 0.5 * (scores[0] + scores[1])
 
 
@@ -528,10 +532,7 @@ def ktc_soft_score(probabilities, truth):
     if probabilities.shape[-3:] != (*KTC_SHAPE, 3) or truth.shape[-2:] != KTC_SHAPE:
         raise ValueError(f"ktc_soft_score: probabilities must have shape (..., 256, 256, 3) and truth (..., 256, 256); "
                          f"got {probabilities.shape} and {truth.shape}")
-    dtype = probabilities.dtype
-    mat = jnp.asarray(_ktc_filter_matrix(KTC_SHAPE[0]), dtype=dtype)
-    scores = [_ktc_ssim((truth == c).astype(dtype), probabilities[..., c], mat) for c in (2, 1)]
-    return 0.5 * (scores[0] + scores[1])
+    return _ktc_class_mean(truth, lambda c: probabilities[..., c], probabilities.dtype)
 
 
 # --------------------------------------------------------------------------

@@ -11,8 +11,8 @@ frame, trained with the cross-entropy over the tank's pixels on simulated data o
 (:mod:`jaxeit.realdata.ktc_simulator`), optionally plus ``score_weight * (1 - soft KTC score)``
 (:func:`jaxeit.metrics.ktc_soft_score`: the challenge's SSIM on the class probabilities; it gained
 nothing over the decision offsets in a controlled run, so the shipped weights use the cross-entropy
-only). Every sample is shown at a level drawn per step, so one network serves all seven levels. The classes are the argmax of the logits plus three offsets
-(:func:`fit_class_bias`, chosen on simulated validation tanks for the official score, which the
+only). Every sample is shown at a level drawn per step, so one network serves all seven levels.
+The classes are the argmax of the logits plus three offsets (:func:`fit_class_bias`, chosen on simulated validation tanks for the official score, which the
 cross-entropy's plain argmax does not maximise; kept in ``segmenter.json``).
 
 Training runs through :mod:`jaxeit.training` (state, AdamW with warm-up and cosine decay, EMA,
