@@ -12,7 +12,9 @@ a 95 % CI, its paired difference to the first variant asked for (the method's de
 * ``diff-inr``: the general defaults were chosen on the 28 cm tank protocol (`sds_ablation.py`), whose
   inclusions have contrasts up to 10×; the KTC tank holds plastic and metal (contrasts of decades).
 * ``gn-gaussian``: the MAP's Gaussian prior — its correlation length (m) and standard deviation of the
-  log-contrast — decides how smooth, and so how segmentable, the image is.
+  log-contrast — decides how smooth, and so how segmentable, the image is; ``prior="simulated"`` puts
+  the second moment of the simulator's targets (`jaxeit.realdata.ktc_prior`) in the place of the
+  stationary smoothness.
 * both: the segmentation rule (`jaxeit.realdata.ktc.segment_image`: three-class Otsu, or thresholds on
   each side of the background with a floor relative to the largest change); variants that differ only
   in it segment one reconstruction.
@@ -86,6 +88,13 @@ VARIANTS = {
         "corrlength 0.08 m, sided (floor 0.45)": {"corrlength": 0.08, "variance": 0.05 ** 2, **_sided(0.45)},
         "corrlength 0.06 m, std 0.1, sided (floor 0.35)": {"corrlength": 0.06, "variance": 0.1 ** 2,
                                                            **_sided(0.35)},
+        # the second moment of the simulator's targets instead of a stationary smoothness (ktc_prior)
+        "simulated prior, std 0.05, sided (floor 0.35)": {"prior": "simulated", "variance": 0.05 ** 2,
+                                                          **_sided(0.35)},
+        "simulated prior, std 0.05, sided (floor 0.25)": {"prior": "simulated", "variance": 0.05 ** 2,
+                                                          **_sided(0.25)},
+        "simulated prior, std 0.1, sided (floor 0.35)": {"prior": "simulated", "variance": 0.1 ** 2,
+                                                         **_sided(0.35)},
     },
 }
 LEVELS = tuple(range(1, 8))

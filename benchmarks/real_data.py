@@ -49,8 +49,9 @@ from jaxeit.realdata.tanks import KIT4_DIRECTION, KIT4_OFFSET  # noqa: E402
 
 KTC_H = 0.014  # reconstruction mesh of KTC2023 (≈ 1.6k elements)
 KIT4_H = 0.013  # reconstruction mesh of KIT4 (≈ 1.9k elements)
-#: the classical MAP-GN, named by the pipeline's correlation length for it
-BEST = f"MAP-GN, Gaussian prior ({100 * ktc.PIPELINE_OPTIONS['gn-gaussian']['corrlength']:g} cm) + drift"
+#: the classical MAP-GN, named by the pipeline's prior for it (jaxeit.realdata.ktc.GN_PRIORS)
+BEST = (f"MAP-GN, Gaussian prior "
+        f"({ktc.PIPELINE_OPTIONS['gn-gaussian'].get('prior', 'smoothness')}) + drift")
 KTC_METHODS = {  # name: (method, options, levels) — levels None = all
     "baseline (organisers)": ("baseline", {}, None),
     "one-step, Laplace": ("one-step", dict(alpha=1.0), None),

@@ -13,6 +13,8 @@ jax.config.update("jax_enable_x64", True)
 os.environ.setdefault("JAXEIT_COMPILE_CACHE", "0")
 # and KTC calibrations remembered by the command line go to a folder of the test run, not the user's
 os.environ.setdefault("JAXEIT_CALIBRATION_CACHE", tempfile.mkdtemp(prefix="jaxeit-calibrations-"))
+# and so do KTC priors drawn for meshes other than the shipped one's (beside the unused compilation cache)
+os.environ.setdefault("JAXEIT_CACHE_DIR", os.path.join(tempfile.mkdtemp(prefix="jaxeit-cache-"), "xla"))
 
 import jaxeit  # noqa: E402
 import jaxeit.io  # noqa: E402

@@ -263,8 +263,9 @@ def _need(*parts):
     return path
 
 
-def test_real_data_smoke():
+def test_real_data_smoke(monkeypatch):
     from jaxeit.io import load_ktc2023, load_ktc_truth
+    from jaxeit.realdata import ktc_prior
     from jaxeit.realdata import calibrate_dataset, ktc_mesh
     from jaxeit.realdata.kit4 import photo_frame, read_photo
     from jaxeit.realdata.ktc import PIPELINE_OPTIONS, reconstruct_ktc
@@ -279,6 +280,7 @@ def test_real_data_smoke():
     assert out.segmentation.shape == (256, 256) and out.score > 0.55
     # a method segments by the pipeline's rule for it (PIPELINE_OPTIONS) unless the call names another
     rule = PIPELINE_OPTIONS["gn-gaussian"]
+    monkeypatch.setattr(ktc_prior, "PRIOR_SAMPLES", 200)     # its prior, drawn for this coarser mesh: fewer targets
     out = reconstruct_ktc(ds, mesh, "gn-gaussian", calibration=cal, max_iter=2)
     np.testing.assert_array_equal(out.segmentation,
                                   segment_image(out.image, rule["segmentation"], level=rule["segment_level"]))
