@@ -5,7 +5,7 @@ import pytest
 
 from jaxeit.realdata import ktc_mesh, ktc_prior
 from jaxeit.realdata.ktc import GN_PRIORS, _named_gn_prior, truth_to_mesh
-from jaxeit.realdata.ktc_simulator import KTCSimConfig, random_truth, _sample_rng
+from jaxeit.realdata.ktc_simulator import KTCSimConfig, sample_contrast
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +19,8 @@ def test_log_contrasts_are_the_simulators_targets(mesh):
     np.testing.assert_array_equal(s, ktc_prior.target_log_contrasts(mesh, 6, seed=4))   # the seed decides
     assert not np.allclose(s, ktc_prior.target_log_contrasts(mesh, 6, seed=5))
     for k in range(6):   # the same target as the simulator draws: resistive below 0, conductive above, water 0
-        truth, _ = random_truth(_sample_rng(4, k), KTCSimConfig())
+        truth, contrast = sample_contrast(KTCSimConfig(seed=4), k)
+        assert np.all(contrast[truth == 1] < 0.1 + 1e-12) and np.all(contrast[truth == 2] > 10 - 1e-9)
         conductive, resistive = truth_to_mesh(truth, mesh, samples=4)
         assert np.all(s[k][conductive > 0.999] > np.log(10) - 1e-9)
         assert np.all(s[k][resistive > 0.999] < -np.log(10) + 1e-9)

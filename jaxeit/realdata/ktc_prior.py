@@ -39,7 +39,7 @@ from ..grid import grid_to_mesh
 from ..io_utils import atomic_path
 from ..mesh import Mesh
 from .ktc import KTC_GRID, to_truth_frame
-from .ktc_simulator import KTCSimConfig, _sample_parameters
+from .ktc_simulator import KTCSimConfig, sample_contrast
 
 __all__ = ["PRIOR_SAMPLES", "PRIOR_SEED", "SHIPPED_MOMENT", "target_log_contrasts", "simulated_moment",
            "simulated_prior", "write_moment", "moment_cache_dir"]
@@ -63,8 +63,7 @@ def target_log_contrasts(mesh: Mesh, n_samples: int, *, seed: int,
     out = np.empty((n_samples, mesh.n_elements))
     for start in range(0, n_samples, _CHUNK):
         stop = min(start + _CHUNK, n_samples)
-        images = np.stack([np.log(image / sigma_bg) for _, image, sigma_bg, _, _ in
-                           (_sample_parameters(config, k, 1.0, 1.0, 32) for k in range(start, stop))])
+        images = np.stack([np.log(sample_contrast(config, k)[1]) for k in range(start, stop)])
         out[start:stop] = np.asarray(to_mesh(jnp.asarray(to_truth_frame(images))))
     return out
 

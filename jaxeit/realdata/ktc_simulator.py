@@ -71,7 +71,7 @@ from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
 from .tanks import ktc_mesh, stretch_electrodes
 
-__all__ = ["KTCSimConfig", "random_truth", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
+__all__ = ["KTCSimConfig", "random_truth", "sample_contrast", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
            "THIN_SHAPE_WEIGHTS", "SIM_FIELDS"]
 
 #: the object shapes of :func:`random_truth`
@@ -281,6 +281,14 @@ def _sample_parameters(config: KTCSimConfig, index: int, sigma_cal: float, z_cal
         if drifts:
             image[truth == 0] *= factor
     return truth, image, sigma_bg, z, rng
+
+
+def sample_contrast(config: KTCSimConfig, index: int) -> tuple[np.ndarray, np.ndarray]:
+    """Sample ``index`` of ``config`` as :func:`simulate_ktc` draws it, without its voltages: the
+    (256, 256) uint8 truth and the (256, 256) float64 conductivity relative to the water, σ/σ_bg
+    (1 in the water unless it drifts), both in the truth frame."""
+    truth, image, sigma_bg, _, _ = _sample_parameters(config, index, 1.0, 1.0, 32)
+    return truth, image / sigma_bg
 
 
 def simulate_ktc(config: KTCSimConfig, out, *, reference, log=print) -> Path:
