@@ -38,6 +38,7 @@ from .. import compilation_cache
 from ..grid import grid_to_mesh
 from ..io_utils import atomic_path
 from ..mesh import Mesh
+from ..recon.linear import precision_factor
 from .ktc import KTC_GRID, to_truth_frame
 from .ktc_simulator import KTCSimConfig, sample_contrast
 
@@ -74,7 +75,7 @@ def _digest(mesh: Mesh, n_samples: int, seed: int, config: KTCSimConfig) -> str:
 
 
 _MOMENTS: dict = {}
-_PRIORS: dict = {}                # (id(moment), variance, nugget) → (moment, L), the last few
+_PRIORS: dict = {}                # (id(moment), variance, nugget) → L for the current moment
 
 
 def moment_cache_dir() -> Path:
@@ -136,6 +137,7 @@ def simulated_moment(mesh: Mesh, n_samples: int | None = None, *, seed: int = PR
         except OSError:   # an unwritable cache must not stop the caller
             pass
     _MOMENTS.clear()                                  # one mesh at a time: E² floats each
+    _PRIORS.clear()                                   # their L belong to the moment they were made from
     _MOMENTS[key] = moment
     return moment
 
@@ -147,14 +149,12 @@ def simulated_prior(mesh: Mesh, variance: float = 0.05 ** 2, nugget: float = 1e-
     if not (math.isfinite(variance) and variance > 0 and math.isfinite(nugget) and nugget > 0):
         raise ValueError(f"need variance > 0 and nugget > 0 (finite), got variance={variance}, nugget={nugget}")
     moment = simulated_moment(mesh, **moment_options)
-    key = (id(moment), float(variance), float(nugget))          # the moment is kept while it is current
+    key = (id(moment), float(variance), float(nugget))   # _MOMENTS keeps the moment (and its id) alive
     if key not in _PRIORS:
-        gamma = variance * (moment + nugget * np.eye(mesh.n_elements))
-        chol = np.linalg.cholesky(gamma)                  # Γ = C Cᵀ → Γ⁻¹ = C⁻ᵀC⁻¹, L = C⁻¹
         if len(_PRIORS) >= 4:
             _PRIORS.pop(next(iter(_PRIORS)))
-        _PRIORS[key] = (moment, np.linalg.solve(chol, np.eye(mesh.n_elements)))
-    return _PRIORS[key][1]
+        _PRIORS[key] = precision_factor(variance * (moment + nugget * np.eye(mesh.n_elements)))
+    return _PRIORS[key]
 
 
 def write_moment(mesh: Mesh, out: Path = SHIPPED_MOMENT, n_samples: int = PRIOR_SAMPLES, *,

@@ -71,8 +71,8 @@ from .calibrate import calibrate_dataset, forward_model
 from .ktc import KTC_GRID, to_truth_frame
 from .tanks import ktc_mesh, stretch_electrodes
 
-__all__ = ["KTCSimConfig", "random_truth", "sample_contrast", "simulate_ktc", "load_ktc_simulation", "simulated_dataset", "SHAPES",
-           "THIN_SHAPE_WEIGHTS", "SIM_FIELDS"]
+__all__ = ["KTCSimConfig", "random_truth", "sample_contrast", "simulate_ktc", "load_ktc_simulation",
+           "simulated_dataset", "SHAPES", "THIN_SHAPE_WEIGHTS", "SIM_FIELDS"]
 
 #: the object shapes of :func:`random_truth`
 SHAPES = ("disc", "polygon", "blob", "bar", "cross", "ellipse", "ellipse-cross")

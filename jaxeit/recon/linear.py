@@ -38,7 +38,7 @@ from ..mesh import Mesh
 from .normal import SparsePattern, solve_normal
 from .operators import element_adjacency
 
-__all__ = ["LinearGN", "apply_step", "prior_matrix", "prior_triplets", "smoothness_prior", "PRIORS"]
+__all__ = ["LinearGN", "apply_step", "prior_matrix", "prior_triplets", "smoothness_prior", "precision_factor", "PRIORS"]
 
 #: names of the quadratic priors (the matrix R of ‖σ‖²_R)
 PRIORS = ("tikhonov", "noser", "kotre", "laplace")
@@ -100,6 +100,12 @@ def _dense_is_cheaper(n_elements: int, n_measurements: int) -> bool:
 _SMOOTHNESS: dict = {}
 
 
+def precision_factor(gamma: np.ndarray) -> np.ndarray:
+    """(E, E) L with LᵀL = Γ⁻¹ for a covariance ``gamma`` (E, E), symmetric positive definite: with
+    Γ = C Cᵀ (Cholesky), Γ⁻¹ = C⁻ᵀC⁻¹ and L = C⁻¹ (the ``prior`` of :class:`jaxeit.recon.GNGaussian`)."""
+    return np.linalg.solve(np.linalg.cholesky(gamma), np.eye(len(gamma)))
+
+
 def smoothness_prior(mesh: Mesh, corrlength: float = 0.115, variance: float = 0.05 ** 2,
                      nugget: float = 1e-9) -> np.ndarray:
     """(E, E) L with LᵀL = Γ⁻¹ for the KTC2023 organisers' Gaussian smoothness prior on element centroids.
@@ -121,8 +127,7 @@ def smoothness_prior(mesh: Mesh, corrlength: float = 0.115, variance: float = 0.
     d2 = np.sum((c[:, None, :] - c[None, :, :]) ** 2, axis=-1)
     b2 = -corrlength ** 2 / (2 * math.log(0.01))
     gamma = (variance - nugget) * np.exp(-d2 / (2 * b2)) + nugget * np.eye(len(c))
-    chol = np.linalg.cholesky(gamma)  # Γ = C Cᵀ → Γ⁻¹ = C⁻ᵀC⁻¹, L = C⁻¹
-    L = np.linalg.solve(chol, np.eye(len(c)))
+    L = precision_factor(gamma)
     if len(_SMOOTHNESS) > 4:
         _SMOOTHNESS.clear()
     _SMOOTHNESS[key] = (mesh, L)
